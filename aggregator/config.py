@@ -1,0 +1,136 @@
+"""Configuration: a TOML file plus `V2X_*` environment variables.
+
+Precedence: built-in defaults < config file < environment. Unknown keys and
+invalid values stop start-up with a `ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VenSettings(_Strict):
+    vtn_url: str = "http://127.0.0.1:8080/OpenADR2/Simple/2.0b"
+    ven_name: str = "v2x-fleet"
+    ven_id: str | None = None
+
+    @field_validator("vtn_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class DatabaseSettings(_Strict):
+    url: str = "sqlite:///v2x.db"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class ProgramSettings(_Strict):
+    """How a DR program's signals become fleet import targets."""
+    market_context: str = "http://utility.example/programs/v2x-summer"
+    # LOAD_DISPATCH values: "negative" means a value < 0 asks for export (our
+    # own sign: positive = import); "positive" means a value > 0 is the export asked.
+    export_sign: Literal["negative", "positive"] = "positive"
+    # SIMPLE level -> fleet export asked, kW (positive = export). Level 0 asks nothing.
+    simple_level_export_kw: dict[str, float] = Field(
+        default_factory=lambda: {"1": 100.0, "2": 200.0, "3": 300.0})
+    # How far below the target (more export) the fleet may go, kW; None = no bound.
+    max_over_delivery_kw: float | None = None
+    # Opt out when the fleet's closed-form export bound covers less than this
+    # share of what an event asks (best effort above it, shortfall reported).
+    min_coverage_to_opt_in: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("simple_level_export_kw")
+    @classmethod
+    def _levels(cls, value: dict[str, float]) -> dict[str, float]:
+        for level, kw in value.items():
+            if level not in {"1", "2", "3"}:
+                raise ValueError(f"level {level!r} is not a SIMPLE level (1, 2 or 3)")
+            if kw < 0:
+                raise ValueError(f"level {level}: export must be >= 0 kW, got {kw}")
+        return value
+
+
+class MetricsSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class FleetSettings(_Strict):
+    scenario: str = "default"   # a scenario name shipped with the project, or a file path
+    meter_interval_s: float = Field(default=5.0, gt=0)
+
+
+class Settings(_Strict):
+    ven: VenSettings = VenSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    program: ProgramSettings = ProgramSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    fleet: FleetSettings = FleetSettings()
+
+
+# Environment variable -> (section, key)
+ENVIRONMENT = {
+    "V2X_VTN_URL": ("ven", "vtn_url"),
+    "V2X_VEN_NAME": ("ven", "ven_name"),
+    "V2X_VEN_ID": ("ven", "ven_id"),
+    "V2X_DATABASE_URL": ("database", "url"),
+    "V2X_MARKET_CONTEXT": ("program", "market_context"),
+    "V2X_EXPORT_SIGN": ("program", "export_sign"),
+    "V2X_METRICS_PORT": ("metrics", "port"),
+    "V2X_SCENARIO": ("fleet", "scenario"),
+}
+
+
+def default_config_text() -> str:
+    return resources.files("aggregator.defaults").joinpath("v2x.toml").read_text()
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the config file (if any; `V2X_CONFIG` names one too) and the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    path = path or environ.get("V2X_CONFIG")
+    data: dict = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    for variable, (section, key) in ENVIRONMENT.items():
+        if variable in environ and environ[variable] != "":
+            data.setdefault(section, {})[key] = environ[variable]
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            source = f" (from {path})" if path else ""
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{where}'{source}")
+            else:
+                problems.append(f"'{where}': {error['msg']} (got {error.get('input')!r}){source}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

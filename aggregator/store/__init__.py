@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables (models.py) and the database access (db.py)."""

@@ -1,0 +1,69 @@
+"""Engine creation and the few writes that need care (idempotent ledger inserts)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from aggregator.store.models import MeterReading
+
+
+def normalise_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here (the driver we ship)."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):  # WAL: readers don't block the dispatcher
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def as_utc(ts: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def insert_meter_readings(session: Session, readings: Iterable[MeterReading]) -> int:
+    """Append readings; a (source, ts) already in the ledger is skipped, not doubled.
+    Returns how many rows were new."""
+    rows = [r.model_dump(exclude={"id"}) for r in readings]
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    statement = insert(MeterReading).values(rows).on_conflict_do_nothing(index_elements=["source", "ts"])
+    result = session.exec(statement)  # type: ignore[call-overload]
+    return result.rowcount or 0
+
+
+def meter_readings(session: Session, source: str | None = None,
+                   start: datetime | None = None, end: datetime | None = None) -> list[MeterReading]:
+    query = select(MeterReading)
+    if source is not None:
+        query = query.where(MeterReading.source == source)
+    if start is not None:
+        query = query.where(MeterReading.ts >= start)
+    if end is not None:
+        query = query.where(MeterReading.ts <= end)
+    rows = session.exec(query.order_by(MeterReading.ts)).all()
+    for row in rows:
+        row.ts = as_utc(row.ts)
+    return list(rows)

@@ -1,0 +1,83 @@
+"""SQLModel tables. Units: kW, kWh, UTC datetimes; sign: positive = import.
+
+The meter ledger is append-only and idempotent on (source, ts).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _utc_column(**kwargs) -> Column:
+    return Column(DateTime(timezone=True), **kwargs)
+
+
+class Vehicle(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    kind: str
+    capacity_kwh: float
+    floor_kwh: float
+    max_charge_kw: float
+    max_discharge_kw: float
+    eta_charge: float
+    eta_discharge: float
+    site: int = 0
+
+
+class PlugSession(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    vehicle_id: str = Field(foreign_key="vehicle.id", index=True)
+    arrived_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    departs_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    energy_at_arrival_kwh: float
+    need_kwh: float
+    left_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    energy_at_departure_kwh: float | None = None
+
+
+class EventRecord(SQLModel, table=True):
+    event_id: str = Field(primary_key=True)
+    modification_number: int
+    status: str
+    signal_name: str
+    signal_type: str
+    market_context: str = ""
+    priority: int = 0
+    test_event: bool = False
+    opt_state: str = "none"          # optIn | optOut | none
+    request_id: str | None = None
+    received_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    note: str = ""                   # e.g. why we opted out, or the expected shortfall
+
+
+class EventIntervalRecord(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("event_id", "uid"),)
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(foreign_key="eventrecord.event_id", index=True)
+    uid: int
+    start: datetime = Field(sa_column=_utc_column(nullable=False))
+    end: datetime = Field(sa_column=_utc_column(nullable=False))
+    requested: float                 # what the VTN asked, in its units
+    import_ceiling_kw: float | None  # resolved fleet import ceiling; None = no commitment
+
+
+class SetpointRecord(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    vehicle_id: str = Field(index=True)
+    event_id: str | None = Field(default=None, index=True)
+    issued_at: datetime = Field(sa_column=_utc_column(nullable=False, index=True))
+    power_kw: float
+
+
+class MeterReading(SQLModel, table=True):
+    """A charger meter sample: grid-side registers and instantaneous power."""
+    __table_args__ = (UniqueConstraint("source", "ts"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(index=True)   # charger/vehicle id, or "fleet"
+    ts: datetime = Field(sa_column=_utc_column(nullable=False, index=True))
+    energy_import_kwh: float          # cumulative register, grid -> vehicle
+    energy_export_kwh: float          # cumulative register, vehicle -> grid
+    power_kw: float                   # signed, positive = import
+    soc_pct: float | None = None
