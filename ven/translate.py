@@ -38,20 +38,26 @@ def _event_signal(event: dict) -> dict:
 
 
 def _scale_to_kw(signal: dict) -> tuple[float, str]:
-    """Multiplier from the signal's payload to kW, and the unit label."""
-    for key in POWER_ITEM_KEYS:
-        item = signal.get(key)
-        if item:
-            scale = item.get("si_scale_code", "none")
-            if scale not in SI_SCALE:
-                raise MalformedEvent(f"unknown siScaleCode {scale!r}")
-            units = (item.get("item_units") or "W")
-            base = SI_SCALE[scale]
-            # itemUnits is W for powerReal; a VTN that says kW already scaled.
-            if units.lower() == "kw":
-                return base, "kW"
-            return base / 1e3, "kW"
-    return 1.0, ""
+    """Multiplier from the signal's payload to kW, and the unit label.
+
+    openleadr parses a power itemBase into `measurement` {name, unit, scale};
+    other itemBases keep their element name with item_units/si_scale_code.
+    """
+    item = signal.get("measurement")
+    if item and item.get("name") in ("powerReal", "powerApparent", "powerReactive"):
+        unit, scale = item.get("unit") or "W", item.get("scale") or "none"
+    else:
+        item = next((signal[key] for key in POWER_ITEM_KEYS if signal.get(key)), None)
+        if item is None:
+            return 1.0, ""
+        unit, scale = item.get("item_units") or "W", item.get("si_scale_code") or "none"
+    if scale not in SI_SCALE:
+        raise MalformedEvent(f"unknown siScaleCode {scale!r}")
+    if unit.lower() == "kw":          # a VTN that writes kW has scaled already
+        return SI_SCALE[scale], "kW"
+    if unit.lower() not in ("w", "va", "var"):
+        raise MalformedEvent(f"power signal in unsupported unit {unit!r}")
+    return SI_SCALE[scale] / 1e3, "kW"
 
 
 def translate_event(event: dict, request_id: str | None = None) -> Event:

@@ -1,0 +1,63 @@
+"""Composition root: store, metrics, dispatcher, event intake and the VEN, wired once."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlparse
+
+from aggregator.allocator import AllocatorOptions
+from aggregator.config import Settings
+from aggregator.dispatch.dispatcher import Dispatcher
+from aggregator.event_intake import EventIntake
+from aggregator.metrics import Metrics
+from aggregator.store.db import make_engine
+from ven.client import VenClient
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def program_label(market_context: str) -> str:
+    """A short, low-cardinality label for metrics from the program's market context."""
+    parsed = urlparse(market_context)
+    return (parsed.path.rstrip("/").rsplit("/", 1)[-1] or parsed.netloc or market_context)[:40]
+
+
+class Aggregator:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now,
+                 allocator_options: AllocatorOptions = AllocatorOptions(),
+                 report_sampling: timedelta = timedelta(seconds=5), ven_client_options: dict | None = None):
+        self.settings = settings
+        self.clock = clock
+        self.engine = make_engine(settings.database.url)
+        self.metrics = Metrics()
+        self.dispatcher = Dispatcher(
+            self.engine, self.metrics, program_label=program_label(settings.program.market_context),
+            allocator_options=allocator_options, meter_interval=timedelta(seconds=settings.fleet.meter_interval_s))
+        self.intake = EventIntake(self.dispatcher, self.engine, settings.program, clock, self.metrics)
+        self.ven = VenClient(settings.ven.vtn_url, settings.ven.ven_name, self.intake,
+                             lambda: self.dispatcher.status.fleet_power_kw, ven_id=settings.ven.ven_id,
+                             report_sampling=report_sampling, metrics=self.metrics,
+                             client_options=ven_client_options)
+        self._metrics_server = None
+
+    def serve_metrics(self) -> int:
+        """Start /metrics; returns the port (useful when the config asks for port 0)."""
+        server, _thread = self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
+        self._metrics_server = server
+        return server.server_port
+
+    async def start_ven(self) -> None:
+        await self.ven.start()
+
+    async def stop(self) -> None:
+        await self.ven.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+        self.engine.dispose()

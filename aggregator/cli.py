@@ -1,0 +1,99 @@
+"""The `v2x` command."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from aggregator.config import ConfigError, Settings, default_config_text, load_settings
+from aggregator.scenario import ScenarioError
+
+
+def _demo(args, settings: Settings) -> int:
+    from aggregator.demo import DemoFailure, DemoOptions, run_demo
+    from aggregator.event_summary import format_drivers, format_table, write_csv, write_json, write_png
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.keep_database and settings.database.url.startswith("sqlite") and "V2X_DATABASE_URL" not in args.env:
+        database = out / "demo.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        settings = settings.model_copy(update={"database": settings.database.model_copy(
+            update={"url": f"sqlite:///{database}"})})
+    print(f"ledger: {settings.database.url}")
+    try:
+        result = asyncio.run(run_demo(settings, DemoOptions()))
+    except (DemoFailure, ScenarioError) as err:
+        print(f"demo failed: {err}", file=sys.stderr)
+        return 1
+    summary = result.summary
+    print()
+    print(format_table(summary))
+    print()
+    print(format_drivers(summary))
+    print(f"\nVTN received {len(result.vtn_reports)} TELEMETRY_USAGE values and opt responses "
+          f"{[opt for _, _, opt in result.opt_responses]}")
+    write_csv(summary, out / "demo_intervals.csv")
+    write_png(summary, out / "demo_committed_vs_delivered.png")
+    print(f"wrote {out / 'demo_intervals.csv'} and {out / 'demo_committed_vs_delivered.png'}")
+    if args.json:
+        write_json(summary, Path(args.json))
+        print(f"wrote {args.json}")
+    if summary.opt_state != "optIn":
+        print(f"demo failed: the VEN answered {summary.opt_state}: {summary.note}", file=sys.stderr)
+        return 1
+    if not result.vtn_reports:
+        print("demo failed: the VTN received no telemetry", file=sys.stderr)
+        return 1
+    if summary.drivers_short:
+        print("demo failed: drivers left short: " + ", ".join(d.vehicle_id for d in summary.drivers_short),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _config(args, settings: Settings) -> int:
+    if args.defaults:
+        print(default_config_text())
+    else:
+        print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="v2x", description="V2G demand-response aggregator (OpenADR 2.0b VEN)")
+    parser.add_argument("--config", help="config file (TOML); also V2X_CONFIG")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run one end-to-end DR event against a simulated VTN and fleet")
+    demo.add_argument("--json", help="also write the summary as JSON to this path")
+    demo.add_argument("--out", default="out", help="folder for the CSV, PNG and demo database (default: out)")
+    demo.add_argument("--keep-database", action="store_true", help="use the configured database, not out/demo.db")
+    demo.set_defaults(func=_demo)
+    config = sub.add_parser("config", help="validate and print the effective configuration")
+    config.add_argument("--defaults", action="store_true", help="print the documented default config file")
+    config.set_defaults(func=_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+    args = build_parser().parse_args(argv)
+    args.env = dict(os.environ)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("openleadr").setLevel(logging.ERROR)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        print(f"v2x: {err}", file=sys.stderr)
+        return 2
+    return args.func(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

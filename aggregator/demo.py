@@ -1,0 +1,143 @@
+"""`v2x demo`: one end-to-end DR event on the embedded defaults, all on 127.0.0.1.
+
+A utility VTN simulator issues a LOAD_DISPATCH event; our VEN receives it over
+OpenADR 2.0b HTTP, opts in, the allocator splits each interval across the
+simulated fleet, the simulated chargers follow with battery physics, meters go
+to the ledger, TELEMETRY_USAGE reports go back to the VTN and /metrics is
+served. The event runs in real time; afterwards simulated time is fast-forwarded
+until every vehicle has left, so each driver's energy at departure is measured.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from aggregator.app import Aggregator
+from aggregator.chargers.simulated import SimulatedCharger
+from aggregator.config import Settings
+from aggregator.event_summary import EventSummary, summarize_event
+from aggregator.scenario import load_scenario
+from ven.vtn_simulator import UtilityVtn
+
+log = logging.getLogger(__name__)
+
+# Export asked per interval, kW (positive = export): a ramp up to the peak and back.
+DEFAULT_PROFILE_KW = (150.0, 250.0, 350.0, 450.0, 450.0, 350.0, 250.0, 150.0)
+
+
+class DemoFailure(RuntimeError):
+    """The demo could not complete; the message says which step failed."""
+
+
+@dataclass
+class DemoOptions:
+    profile_kw: tuple[float, ...] = DEFAULT_PROFILE_KW
+    interval: timedelta = timedelta(seconds=15)
+    lead: timedelta = timedelta(seconds=8)          # from queuing the event to its start
+    tick: timedelta = timedelta(milliseconds=250)   # control-loop period in real time
+    fast_forward_step: timedelta = timedelta(minutes=5)
+    vtn_port: int = 0                               # 0 = a free port
+    report_interval: timedelta = timedelta(seconds=5)
+    progress: callable = print
+
+
+@dataclass
+class DemoResult:
+    summary: EventSummary
+    vtn_reports: list = field(default_factory=list)
+    opt_responses: list = field(default_factory=list)
+    metrics_port: int = 0
+    ven_rejected: list = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SimulatedFleet:
+    """The scenario's vehicles on simulated chargers; advanced by the caller's clock."""
+
+    def __init__(self, scenario_name: str, now: datetime):
+        self.scenario = load_scenario(scenario_name, now)
+        self.chargers = {v.spec.id: SimulatedCharger(v.spec, v.energy_kwh, now) for v in self.scenario.vehicles}
+
+    def plug_into(self, app: Aggregator) -> None:
+        for vehicle in self.scenario.vehicles:
+            app.dispatcher.plug_in(vehicle.spec, vehicle.session, self.chargers[vehicle.spec.id], vehicle.energy_kwh)
+
+    def advance(self, to: datetime, max_step_s: float = 1.0) -> None:
+        for charger in self.chargers.values():
+            charger.advance(to, max_step_s)
+
+    @property
+    def last_departure(self) -> datetime:
+        return max(v.session.departs_at for v in self.scenario.vehicles)
+
+
+async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> DemoResult:
+    say = options.progress
+    vtn_port = options.vtn_port or free_port()
+    vtn = UtilityVtn(port=vtn_port, report_interval=options.report_interval)
+    settings = settings.model_copy(update={"ven": settings.ven.model_copy(update={"vtn_url": vtn.url})})
+    now = datetime.now(timezone.utc)
+    fleet = SimulatedFleet(settings.fleet.scenario, now)
+    app = Aggregator(settings, report_sampling=min(options.report_interval, timedelta(seconds=5)))
+    fleet.plug_into(app)
+    say(f"fleet: {len(fleet.chargers)} EVs from scenario '{fleet.scenario.name}'")
+    await vtn.start()
+    try:
+        metrics_port = app.serve_metrics()
+        say(f"/metrics on http://{settings.metrics.host}:{metrics_port}/metrics; VTN simulator at {vtn.url}")
+        try:
+            await app.start_ven()
+        except Exception as err:
+            raise DemoFailure(f"VEN could not register at the VTN: {err}") from err
+        say(f"VEN registered as {app.ven.ven_id}")
+        # First meter read and plan before the event is queued, so the opt decision sees the fleet.
+        fleet.advance(datetime.now(timezone.utc))
+        await app.dispatcher.step(datetime.now(timezone.utc))
+        start = datetime.now(timezone.utc) + options.lead
+        event_id = vtn.dispatch_event(app.ven.ven_id, start, [(options.interval, kw) for kw in options.profile_kw],
+                                      market_context=settings.program.market_context)
+        end = start + options.interval * len(options.profile_kw)
+        say(f"VTN issued {event_id}: {len(options.profile_kw)} x {options.interval.total_seconds():.0f} s "
+            f"LOAD_DISPATCH from {start:%H:%M:%S} UTC, peak export {max(options.profile_kw):.0f} kW")
+        await _run_real_time(app, fleet, until=end + timedelta(seconds=1), tick=options.tick, say=say)
+        if event_id not in app.intake.decisions:
+            raise DemoFailure(f"the VEN never received {event_id} from the VTN")
+        await app.ven.stop()
+        say("event over; fast-forwarding simulated time until every vehicle has left")
+        t = datetime.now(timezone.utc)
+        while app.dispatcher.members:
+            t = min(t + options.fast_forward_step, fleet.last_departure + timedelta(seconds=1))
+            fleet.advance(t, max_step_s=30.0)
+            await app.dispatcher.step(t)
+        summary = summarize_event(app.engine, event_id)
+        return DemoResult(summary, list(vtn.record.reports), list(vtn.record.opt_responses), metrics_port,
+                          list(app.ven.rejected))
+    finally:
+        await app.stop()
+        await vtn.stop()
+
+
+async def _run_real_time(app: Aggregator, fleet: SimulatedFleet, until: datetime, tick: timedelta, say) -> None:
+    last_shown = None
+    while (now := datetime.now(timezone.utc)) < until:
+        fleet.advance(now)
+        await app.dispatcher.step(now)
+        committed = app.dispatcher.committed_at(now)
+        key = (committed.start if committed else None)
+        if key != last_shown and committed is not None:
+            last_shown = key
+            status = app.dispatcher.status
+            plan = status.last_plan
+            planned = -float(plan.fleet_kw[0]) if plan is not None else 0.0
+            say(f"  {now:%H:%M:%S} interval from {committed.start:%H:%M:%S}: committed export "
+                f"{committed.export_kw:6.1f} kW, planned {planned:6.1f} kW, fleet now {-status.fleet_power_kw:6.1f} kW")
+        await asyncio.sleep(tick.total_seconds())

@@ -1,0 +1,1 @@
+"""The control loop: commitments + fleet state -> allocator -> charger setpoints -> ledger."""
