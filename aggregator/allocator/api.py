@@ -1,0 +1,150 @@
+"""`allocate`: validation, method choice, solve, and the Plan."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .bound import lowest_import_kw
+from .cluster import aggregate, bin_groups, exact_groups, split_equal, split_plan
+from .fleet import FleetArrays, validity_mask
+from .heuristics import plan_rule
+from .horizon import Problem, build_problem, simulate
+from .lp import solve_units
+from .types import AllocatorOptions, Plan, Targets
+
+__all__ = ["allocate", "default_max_units"]
+
+_TOL = 1e-6
+
+
+def default_max_units(n: int) -> int:
+    """Cluster-LP size used by method "cluster" when `cluster_bins` is not set."""
+    if n <= 2_000:
+        return 120
+    if n <= 20_000:
+        return 200
+    return 300
+
+
+def _site_limited_bound(prob: Problem, fleet: FleetArrays, durations: np.ndarray) -> np.ndarray:
+    per = lowest_import_kw(fleet, durations, per_ev=True)  # (N, T)
+    if not np.isfinite(prob.site_exp).any():
+        return per.sum(axis=0)
+    S = prob.n_sites
+    by_site = np.zeros((S, per.shape[1]))
+    np.add.at(by_site, prob.site, per)
+    by_site = np.maximum(by_site, -prob.site_exp[:, None])
+    by_site = np.minimum(np.maximum(by_site, -np.inf), np.where(np.isfinite(prob.site_imp), np.inf, np.inf)[:, None])
+    return by_site.sum(axis=0)
+
+
+def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = AllocatorOptions()) -> Plan:
+    """Plan every plugged-in EV's power for the caller's intervals.
+
+    Validates the fleet first: invalid EVs get zero power, are listed in
+    ``Plan.infeasible_ids`` and explained in ``Plan.errors``; the rest is
+    planned.  Never raises on infeasible targets or needs -- the plan is then
+    best effort and reports ``shortfall_kw`` per interval and
+    ``departure_shortfall_kwh`` per EV.  Malformed inputs (shape mismatches)
+    raise ValueError.
+
+    Objective order: departure energy (hard when feasible) >> commitment
+    shortfall >> price >> battery wear >> fairness.  The plan covers the
+    caller's intervals plus coarse tail interval(s) up to the latest departure
+    (so needs beyond the horizon are guaranteed); only the caller's T columns
+    are returned.  Re-solve at every interval boundary (receding horizon).
+    """
+    t_start = time.perf_counter()
+    n_all = len(fleet)
+    T = targets.n_intervals
+    ok, errors = validity_mask(fleet, 0.0, targets.n_sites)
+    valid = fleet if ok.all() else fleet.subset(ok)
+    bad_ids = tuple(str(x) for x in fleet.ids[~ok])
+    n = len(valid)
+
+    power_all = np.zeros((n_all, T))
+    setpoint_all = np.zeros((n_all, T))
+    dep_short_all = np.zeros(n_all)
+    energy_all = np.tile(fleet.energy_kwh[:, None], (1, T + 1)) if n_all else np.zeros((0, T + 1))
+    target = targets.import_kw
+    if n == 0:
+        fleet_kw = np.zeros(T)
+        return Plan(power_kw=power_all, fleet_kw=fleet_kw,
+                    shortfall_kw=np.where(np.isnan(target), 0.0, np.maximum(0.0, fleet_kw - np.nan_to_num(target))),
+                    departure_shortfall_kwh=dep_short_all, bound_kw=np.zeros(T), method="empty",
+                    build_seconds=time.perf_counter() - t_start, solve_seconds=0.0,
+                    infeasible_ids=bad_ids, errors=tuple(errors), setpoint_kw=setpoint_all,
+                    ids=fleet.ids, energy_kwh=energy_all)
+
+    prob = build_problem(valid, targets, options)
+    method = options.method
+    notes: list[str] = []
+    status = ""
+    n_units = 0
+    split_s = 0.0
+    labels = K = None
+    if method == "auto":
+        labels, K = exact_groups(prob)
+        method = "lp" if K <= options.lp_max_evs else "cluster"
+
+    t_built = time.perf_counter()
+    build_s = t_built - t_start
+    solve_s = 0.0
+    if method in ("lp", "cluster"):
+        if method == "lp":
+            if labels is None:
+                labels, K = exact_groups(prob)
+        else:
+            max_units = options.cluster_bins or default_max_units(n)
+            labels, K = bin_groups(prob, max_units)
+        n_units = K
+        t0 = time.perf_counter()
+        units = aggregate(prob, labels, K)
+        budget = options.time_budget_s - (time.perf_counter() - t_start)
+        res = solve_units(units, prob, options.solver, max(budget, 0.01))
+        build_s += time.perf_counter() - t0 - res.solve_seconds
+        solve_s = res.solve_seconds
+        status = res.status
+        if res.ok:
+            t1 = time.perf_counter()
+            if method == "lp":
+                P = split_equal(res.power, labels, K)
+            else:
+                P = split_plan(prob, labels, K, res.power)
+            split_s = time.perf_counter() - t1
+        else:
+            notes.append(f"{method} solver status {res.status} within {options.time_budget_s:g} s: greedy fallback")
+            t1 = time.perf_counter()
+            P = plan_rule(prob, "greedy")
+            split_s = time.perf_counter() - t1
+            method = "greedy-fallback"
+    else:
+        t1 = time.perf_counter()
+        P = plan_rule(prob, method)
+        solve_s = time.perf_counter() - t1
+
+    # ---- sanitize and report ---------------------------------------------------------
+    P = np.clip(P, -prob.dmax, prob.cmax)
+    E = simulate(prob, P)
+    dep_short = np.maximum(0.0, prob.need - E[:, -1])
+    dep_short[dep_short < _TOL * np.maximum(1.0, prob.need)] = 0.0
+    power = P[:, :T]
+    fleet_kw = power.sum(axis=0)
+    shortfall = np.where(np.isnan(target), 0.0, np.maximum(0.0, fleet_kw - np.nan_to_num(target)))
+    shortfall[shortfall < _TOL * max(1.0, float(np.abs(fleet_kw).max(initial=0.0)))] = 0.0
+    frac = prob.frac[:, :T]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        setpoint = np.where(frac > 0, power / np.where(frac > 0, frac, 1.0), 0.0)
+    bound = _site_limited_bound(prob, valid, targets.durations_h)
+
+    power_all[ok] = power
+    setpoint_all[ok] = setpoint
+    dep_short_all[ok] = dep_short
+    energy_all[ok] = E[:, : T + 1]
+    return Plan(power_kw=power_all, fleet_kw=fleet_kw, shortfall_kw=shortfall,
+                departure_shortfall_kwh=dep_short_all, bound_kw=bound, method=method,
+                build_seconds=build_s, solve_seconds=solve_s, infeasible_ids=bad_ids,
+                errors=tuple(errors), setpoint_kw=setpoint_all, ids=fleet.ids, energy_kwh=energy_all,
+                split_seconds=split_s, solver_status=status, n_clusters=n_units, notes=tuple(notes))

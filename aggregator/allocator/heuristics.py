@@ -1,0 +1,163 @@
+"""Rule-based plans: event-aware greedy, proportional split, least-laxity-first.
+
+All three walk the extended horizon interval by interval, vectorised over EVs
+(O(N) per interval), and respect every EV's band (charger limits, capacity,
+reserve floor, departure safety; see `horizon.power_band`) and the site limits.
+Outside commitments every EV charges toward its need as early as it can; no
+rule ever exports outside a commitment.
+
+greedy        event-aware: inside a commitment an EV spends at most an even share
+              (over the rest of the event) of the energy it can replace after
+              the event; before an export event EVs pre-charge, in proportion
+              to what they could export, just enough for the event.
+              This is the solver's fallback.
+proportional  inside a commitment the ceiling is split in proportion to each
+              EV's discharge limit (or charging is scaled down pro rata),
+              clipped to the band, no redistribution.  A baseline.
+llf           least-laxity-first: charging is cut / export taken from the EVs
+              with the most laxity first, each down to the myopic limit of its
+              band (no spreading over the event, no pre-charge).  A baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .horizon import Problem, power_band, step_energy
+from .split import band_split
+
+__all__ = ["plan_rule", "enforce_site_limits", "commitment_blocks", "event_lower"]
+
+
+def commitment_blocks(prob: Problem) -> list[tuple[int, int]]:
+    """Runs [a, b) of consecutive committed caller intervals."""
+    blocks = []
+    t = 0
+    while t < prob.T:
+        if prob.committed[t]:
+            a = t
+            while t < prob.T and prob.committed[t]:
+                t += 1
+            blocks.append((a, t))
+        else:
+            t += 1
+    return blocks
+
+
+def event_lower(prob: Problem, t: int, e: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                block_end_h: float) -> np.ndarray:
+    """Event-aware lowest power in interval t (inside a commitment ending at block_end_h).
+
+    Spend only what full-power charging after the event can replace, and only an
+    even share of it per remaining plugged hour of the event.
+    """
+    e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - block_end_h))
+    spend = e - e_req  # battery kWh
+    h = np.clip(np.minimum(prob.dep, block_end_h) - prob.start[t], 1e-9, None)
+    frac = prob.frac[:, t]
+    lower_spend = -np.minimum(prob.pd * frac, spend * prob.etad / h)
+    lower_need = np.minimum(hi, -spend / (prob.etac * h))
+    lower = np.where(spend >= 0, lower_spend, lower_need)
+    return np.minimum(np.maximum(lo, lower), hi)
+
+
+def _precharge_goal(prob: Problem, block: tuple[int, int]) -> np.ndarray:
+    """Battery level to reach before an export block (>= 0; 0 = no pre-charge)."""
+    a, b = block
+    start_h, end_h = prob.start[a], prob.end[b - 1]
+    asked = float(np.sum(np.maximum(0.0, -prob.target[a:b]) * prob.dur[a:b]))  # grid kWh
+    if asked <= 0:
+        return np.zeros(prob.n)
+    h = np.clip(np.minimum(prob.dep, end_h) - start_h, 0.0, None)
+    e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - end_h))
+    potential = np.minimum(prob.pd * h, np.maximum(0.0, prob.cap - e_req) * prob.etad)  # grid kWh
+    tot = potential.sum()
+    if tot <= 0:
+        return np.zeros(prob.n)
+    phi = min(1.0, asked / tot)
+    return np.where(h > 0, e_req + phi * potential / prob.etad, 0.0)
+
+
+def enforce_site_limits(prob: Problem, p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Bring every site within its import/export limit (first within bands, then
+    by idling forced charging, never by discharging below a band)."""
+    if not (np.isfinite(prob.site_imp).any() or np.isfinite(prob.site_exp).any()):
+        return p
+    S = prob.n_sites
+    site = prob.site
+    tot = np.bincount(site, weights=p, minlength=S)
+    imp_lim = prob.site_imp
+    if np.any(tot > imp_lim + 1e-9):
+        want = np.where(tot > imp_lim, imp_lim, np.nan)
+        p = band_split(np.minimum(lo, p), hi, p, want, site, S)
+        tot = np.bincount(site, weights=p, minlength=S)
+        if np.any(tot > imp_lim + 1e-9):
+            want = np.where(tot > imp_lim, imp_lim, np.nan)
+            p = band_split(np.minimum(np.minimum(lo, 0.0), p), hi, p, want, site, S)
+            tot = np.bincount(site, weights=p, minlength=S)
+    exp_lim = -prob.site_exp
+    if np.any(tot < exp_lim - 1e-9):
+        want = np.where(tot < exp_lim, exp_lim, np.nan)
+        p = band_split(lo, np.maximum(hi, p), p, want, site, S)
+    return p
+
+
+def _desired(prob: Problem, t: int, e: np.ndarray, goal: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Charge toward `goal` as fast as allowed; never export voluntarily."""
+    want = np.maximum(0.0, goal - e) / (prob.etac * prob.dur[t])
+    return np.minimum(hi, np.maximum(lo, want))
+
+
+def plan_rule(prob: Problem, rule: str = "greedy") -> np.ndarray:
+    """(N, Tx) average powers under `rule` in {"greedy", "proportional", "llf"}."""
+    if rule not in ("greedy", "proportional", "llf"):
+        raise ValueError(f"unknown rule {rule!r}")
+    N, Tx, T = prob.n, prob.Tx, prob.T
+    P = np.zeros((N, Tx))
+    e = prob.e0.copy()
+    ca = prob.charge_after()
+    blocks = commitment_blocks(prob)
+    block_end = np.full(Tx, np.nan)
+    for a, b in blocks:
+        block_end[a:b] = prob.end[b - 1]
+    next_block: list = [None] * Tx
+    for t in range(min(T, Tx)):
+        if not prob.committed[t]:
+            next_block[t] = next(((a, b) for a, b in blocks if a > t), None)
+    goals_cache: dict = {}
+    for t in range(Tx):
+        lo, hi = power_band(prob, t, e, charge_after=ca)
+        goal = prob.need
+        if rule == "greedy" and next_block[t] is not None:
+            blk = next_block[t]
+            if blk not in goals_cache:
+                goals_cache[blk] = _precharge_goal(prob, blk)
+            goal = np.maximum(goal, goals_cache[blk])
+        p = _desired(prob, t, e, goal, lo, hi)
+        if t < T and prob.committed[t] and p.sum() > prob.target[t]:
+            tgt = prob.target[t]
+            if rule == "greedy":
+                lower = event_lower(prob, t, e, lo, hi, block_end[t])
+                p = band_split(np.minimum(lower, p), hi, p, tgt)
+            elif rule == "proportional":
+                if tgt >= 0:
+                    p = np.clip(p * (tgt / p.sum()), lo, hi)
+                else:
+                    w = prob.pd * prob.frac[:, t]
+                    ws = w.sum()
+                    p = np.clip(tgt * w / ws, lo, hi) if ws > 0 else np.clip(np.zeros(N), lo, hi)
+            else:  # llf
+                slack = np.where(prob.pc > 0,
+                                 (prob.dep - prob.start[t]) - np.maximum(0.0, prob.need - e) / (prob.etac * np.maximum(prob.pc, 1e-12)),
+                                 -np.inf)
+                order = np.argsort(-slack, kind="stable")
+                room = (p - lo)[order]
+                before = np.cumsum(room) - room
+                cut = np.clip(p.sum() - tgt - before, 0.0, room)
+                q = p.copy()
+                q[order] -= cut
+                p = q
+        p = enforce_site_limits(prob, p, lo, hi)
+        P[:, t] = p
+        e = np.clip(step_energy(e, p, prob.dur[t], prob.etac, prob.etad), np.minimum(prob.lb, e), prob.cap)
+    return P

@@ -1,0 +1,171 @@
+"""The planning horizon and per-EV battery physics shared by every method.
+
+`Problem` holds the validated fleet and targets on the *extended* horizon: the
+caller's T intervals plus coarse tail interval(s) up to the latest departure,
+so that departure needs beyond the caller's horizon are enforced.  Power values
+are interval averages (kW); an EV plugged in for a fraction f of an interval is
+limited to f times its charger limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fleet import FleetArrays
+from .types import AllocatorOptions, Targets
+
+__all__ = ["Problem", "build_problem", "step_energy", "power_band", "simulate"]
+
+
+@dataclass
+class Problem:
+    n: int
+    T: int                 # caller's intervals
+    Tx: int                # caller's + tail intervals
+    dur: np.ndarray        # (Tx,) hours
+    start: np.ndarray      # (Tx,) start time, hours
+    end: np.ndarray        # (Tx,)
+    target: np.ndarray     # (T,) fleet import ceiling, NaN = none
+    committed: np.ndarray  # (T,) bool
+    price: np.ndarray      # (Tx,) $/kWh (tail: mean of the caller's prices)
+    has_price: bool
+    frac: np.ndarray       # (N, Tx) plugged fraction of each interval
+    e0: np.ndarray
+    cap: np.ndarray
+    lb: np.ndarray         # min(floor, e0): the battery never goes below this
+    need: np.ndarray
+    dep: np.ndarray
+    pc: np.ndarray
+    pd: np.ndarray
+    etac: np.ndarray
+    etad: np.ndarray
+    site: np.ndarray       # (N,) int
+    n_sites: int
+    site_imp: np.ndarray   # (n_sites,) kW, inf = none
+    site_exp: np.ndarray   # (n_sites,) kW magnitude, inf = none
+    over_kw: float | None
+    w_short: float         # objective weight per kWh of commitment shortfall
+    w_dep: float           # per kWh of departure shortfall
+    wear: float            # per grid kWh throughput
+
+    @property
+    def cmax(self) -> np.ndarray:  # (N, Tx)
+        return self.pc[:, None] * self.frac
+
+    @property
+    def dmax(self) -> np.ndarray:
+        return self.pd[:, None] * self.frac
+
+    def charge_after(self) -> np.ndarray:
+        """(N, Tx) battery kWh that max charging can still add after each interval ends."""
+        plugged_after = np.maximum(0.0, self.dep[:, None] - self.end[None, :])
+        return self.etac[:, None] * self.pc[:, None] * plugged_after
+
+
+def tail_edges(horizon_end: float, last_departure: float, max_tail: int, typical: float) -> np.ndarray:
+    """Coarse interval lengths from the caller's horizon end to the last departure."""
+    length = last_departure - horizon_end
+    if length <= 1e-9 or max_tail <= 0:
+        return np.zeros(0)
+    k = int(min(max_tail, max(1, np.ceil(length / max(typical, 1e-9) / 8))))
+    return np.full(k, length / k)
+
+
+def build_problem(fleet: FleetArrays, targets: Targets, options: AllocatorOptions) -> Problem:
+    """Problem on the extended horizon for an already validated fleet."""
+    n = len(fleet)
+    T = targets.n_intervals
+    dur_c = targets.durations_h
+    H = float(dur_c.sum())
+    last_dep = float(fleet.departure_h.max()) if n else 0.0
+    typical = float(dur_c.mean()) if T else 1.0
+    tail = tail_edges(H, last_dep, options.tail_intervals, typical)
+    dur = np.concatenate([dur_c, tail])
+    end = np.cumsum(dur)
+    start = end - dur
+    Tx = dur.size
+
+    frac = np.clip((fleet.departure_h[:, None] - start[None, :]) / dur[None, :], 0.0, 1.0)
+
+    committed = ~np.isnan(targets.import_kw)
+    if targets.price is not None:
+        tail_price = float(np.mean(targets.price)) if T else 0.0
+        price = np.concatenate([targets.price, np.full(tail.size, tail_price)])
+        has_price = True
+    else:
+        price = np.zeros(Tx)
+        has_price = False
+
+    site = fleet.site_index()
+    ns_t = targets.n_sites or 0
+    n_sites = max(ns_t, int(site.max()) + 1 if n else 1, 1)
+    site_imp = np.full(n_sites, np.inf)
+    site_exp = np.full(n_sites, np.inf)
+    if targets.site_import_limit_kw is not None:
+        site_imp[: targets.site_import_limit_kw.size] = targets.site_import_limit_kw
+    if targets.site_export_limit_kw is not None:
+        site_exp[: targets.site_export_limit_kw.size] = targets.site_export_limit_kw
+
+    etac = fleet.eta_charge
+    etad = fleet.eta_discharge
+    pmax = float(np.max(np.abs(price))) if Tx else 0.0
+    wear = float(options.wear_cost_per_kwh)
+    w_short = options.shortfall_weight
+    if w_short is None:
+        w_short = max(1.0, 10.0 * pmax, 100.0 * wear)
+    w_dep = options.departure_weight
+    if w_dep is None:
+        min_eta = float(min(etac.min(), etad.min())) if n else 1.0
+        w_dep = 10.0 * w_short / max(min_eta, 1e-3)
+
+    return Problem(
+        n=n, T=T, Tx=Tx, dur=dur, start=start, end=end,
+        target=targets.import_kw.copy(), committed=committed, price=price, has_price=has_price,
+        frac=frac, e0=fleet.energy_kwh.copy(), cap=fleet.capacity_kwh.copy(),
+        lb=np.minimum(fleet.floor_kwh, fleet.energy_kwh), need=fleet.need_kwh.copy(),
+        dep=fleet.departure_h.copy(), pc=fleet.max_charge_kw.copy(), pd=fleet.max_discharge_kw.copy(),
+        etac=etac.copy(), etad=etad.copy(), site=site, n_sites=n_sites,
+        site_imp=site_imp, site_exp=site_exp, over_kw=targets.max_over_delivery_kw,
+        w_short=float(w_short), w_dep=float(w_dep), wear=wear,
+    )
+
+
+def step_energy(e: np.ndarray, p: np.ndarray, dur: float | np.ndarray, etac: np.ndarray, etad: np.ndarray) -> np.ndarray:
+    """Battery energy after applying average grid power p for dur hours."""
+    return e + dur * np.where(p >= 0, etac * p, p / etad)
+
+
+def power_band(prob: Problem, t: int, e: np.ndarray, idx: np.ndarray | slice = slice(None),
+               charge_after: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) average power in interval t for EVs `idx` at energy e.
+
+    hi: charger limit and capacity.  lo: discharge limit, reserve floor and
+    *departure safety* -- after the interval, full-power charging until
+    departure must still reach the need (when it still can; otherwise lo is
+    the charge that gets closest).  lo <= hi always.
+    """
+    dur = prob.dur[t]
+    cmax = prob.pc[idx] * prob.frac[idx, t]
+    dmax = prob.pd[idx] * prob.frac[idx, t]
+    etac, etad = prob.etac[idx], prob.etad[idx]
+    if charge_after is None:
+        r_after = etac * prob.pc[idx] * np.maximum(0.0, prob.dep[idx] - prob.end[t])
+    else:
+        r_after = charge_after[idx, t]
+    hi = np.minimum(cmax, np.maximum(0.0, prob.cap[idx] - e) / (etac * dur))
+    e_req = np.maximum(prob.lb[idx], prob.need[idx] - r_after)
+    gap = e_req - e
+    lo = np.where(gap > 0, np.minimum(cmax, gap / (etac * dur)), -np.minimum(dmax, -gap * etad / dur))
+    lo = np.minimum(lo, hi)
+    return lo, hi
+
+
+def simulate(prob: Problem, power: np.ndarray) -> np.ndarray:
+    """(N, Tx+1) energy at interval boundaries under average powers (N, Tx)."""
+    e = np.empty((prob.n, power.shape[1] + 1))
+    e[:, 0] = prob.e0
+    for t in range(power.shape[1]):
+        e[:, t + 1] = step_energy(e[:, t], power[:, t], prob.dur[t], prob.etac, prob.etad)
+    return e
