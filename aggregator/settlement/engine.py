@@ -68,13 +68,14 @@ class SettlementInputs:
 # ------------------------------------------------------------------ hashing
 
 def _relevant(series: RegisterSeries, intervals: Sequence[EventInterval]) -> list[RegisterReading]:
-    """The readings that can change the result: inside the event and the
-    nearest one on each side of it (interpolation anchors)."""
+    """The readings that can change the result: those strictly inside the
+    event plus the last one at or before its start and the first one at or
+    after its end (the interpolation anchors)."""
     start, end = intervals[0].start, intervals[-1].end
     rows = series.readings
-    inside = [r for r in rows if start <= r.ts <= end]
-    before = [r for r in rows if r.ts < start][-1:]
-    after = [r for r in rows if r.ts > end][:1]
+    inside = [r for r in rows if start < r.ts < end]
+    before = [r for r in rows if r.ts <= start][-1:]
+    after = [r for r in rows if r.ts >= end][:1]
     return before + inside + after
 
 
