@@ -66,8 +66,66 @@ def deliverable_export_bound_kw(fleet: FleetArrays, durations_h: np.ndarray) -> 
     return -lowest_import_kw(valid, durations_h)
 
 
-def shortfall_lower_bound_kwh(bound_kw: np.ndarray, import_kw: np.ndarray, durations_h: np.ndarray) -> float:
-    """Commitment shortfall (kWh) no plan can avoid, from the per-interval bound."""
-    tgt = np.asarray(import_kw, dtype=np.float64)
-    gap = np.where(np.isnan(tgt), 0.0, np.maximum(0.0, np.asarray(bound_kw) - np.nan_to_num(tgt)))
-    return float(np.sum(gap * np.asarray(durations_h, dtype=np.float64)))
+def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
+    """Commitment shortfall (kWh) that no plan meeting the departure needs can avoid.
+
+    Couples energy across intervals: for every window W of consecutive committed
+    intervals each EV can at most export (net, grid side)
+        min(discharge limit x plugged hours in W, (E_max(start W) - E_req(end W)) x eta_d)
+    where E_max is the most it can hold at the window start (full charging from
+    t = 0) and E_req the least it must hold at the window end (reserve floor, or
+    full charging after the window still reaching the need); negative = it must
+    import.  The fleet's shortfall over W is at least (-sum of those) minus the
+    ceiling energy of W; disjoint windows add up (a small dynamic program over
+    windows).  Cost O(N T^2) with numpy over N; site export limits are applied.
+    """
+    valid, _ = validate_fleet(fleet, n_sites=targets.n_sites)
+    tgt = targets.import_kw
+    dur = targets.durations_h
+    T = dur.size
+    if T == 0:
+        return 0.0
+    end = np.cumsum(dur)
+    start = end - dur
+    cum_t = np.concatenate([[0.0], np.cumsum(np.nan_to_num(tgt) * dur)])
+    cum_d = np.concatenate([[0.0], end])
+    n = len(valid)
+    best = np.zeros(T + 1)
+    if n == 0:
+        return float(np.sum(np.where(np.isnan(tgt), 0.0, np.maximum(0.0, -np.nan_to_num(tgt))) * dur))
+    e0, cap = valid.energy_kwh, valid.capacity_kwh
+    lb = np.minimum(valid.floor_kwh, e0)
+    need, dep, pc, pd = valid.need_kwh, valid.departure_h, valid.max_charge_kw, valid.max_discharge_kw
+    etac, etad = valid.eta_charge, valid.eta_discharge
+    site = valid.site_index()
+    S = int(max(site.max(initial=0) + 1, targets.n_sites or 1))
+    site_exp = np.full(S, np.inf)
+    if targets.site_export_limit_kw is not None:
+        site_exp[: targets.site_export_limit_kw.size] = targets.site_export_limit_kw
+    limited = np.isfinite(site_exp).any()
+    # (N, T) most energy each EV can hold at the start of each interval
+    e_max = np.minimum(cap[:, None], e0[:, None] + (etac * pc)[:, None] * np.minimum(dep[:, None], start[None, :]))
+    for b in range(1, T + 1):
+        best[b] = best[b - 1]
+        if np.isnan(tgt[b - 1]):
+            continue
+        a0 = b - 1
+        while a0 > 0 and not np.isnan(tgt[a0 - 1]):
+            a0 -= 1
+        a = np.arange(a0, b)
+        e_req = np.maximum(lb, need - etac * pc * np.maximum(0.0, dep - end[b - 1]))       # (N,)
+        h = np.clip(np.minimum(dep, end[b - 1])[:, None] - start[None, a], 0.0, None)       # (N, A)
+        room = e_max[:, a] - e_req[:, None]
+        x = np.where(room >= 0, np.minimum(pd[:, None] * h, room * etad[:, None]),
+                     -np.minimum(pc[:, None] * h, -room / etac[:, None]))                    # (N, A)
+        if limited:
+            xs = np.zeros((S, a.size))
+            np.add.at(xs, site, x)
+            span = cum_d[b] - cum_d[a]
+            xs = np.minimum(xs, site_exp[:, None] * span[None, :])
+            xsum = xs.sum(axis=0)
+        else:
+            xsum = x.sum(axis=0)
+        gap = np.maximum(0.0, -xsum - (cum_t[b] - cum_t[a]))
+        best[b] = max(best[b], float(np.max(best[a] + gap)))
+    return float(best[T])

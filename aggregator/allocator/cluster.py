@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from .heuristics import commitment_blocks, enforce_site_limits, event_lower
 from .horizon import Problem, power_band, step_energy
 from .lp import Units
-from .split import band_split
+from .split import band_split, time_equalized_reduce
 
 __all__ = ["exact_groups", "bin_groups", "aggregate", "split_plan", "split_equal"]
 
@@ -39,40 +39,80 @@ def exact_groups(prob: Problem) -> tuple[np.ndarray, int]:
     return labels, int(labels.max()) + 1
 
 
-def _bin_keys(prob: Problem, scale: float) -> np.ndarray:
-    pc = np.maximum(prob.pc, 1e-9)
-    step = float(np.median(prob.dur[: max(prob.T, 1)])) if prob.Tx else 1.0
+def _rank_bins(groups: np.ndarray, value: np.ndarray, k_per_group: np.ndarray) -> np.ndarray:
+    """Equal-count bins of `value` inside every group (k_per_group[g] bins in group g)."""
+    order = np.lexsort((value, groups))
+    g_sorted = groups[order]
+    counts = np.bincount(groups, minlength=k_per_group.size)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(groups.size) - starts[g_sorted]
+    k = k_per_group[g_sorted]
+    b = np.empty(groups.size, dtype=np.int64)
+    b[order] = np.minimum(k - 1, (pos * k) // np.maximum(counts[g_sorted], 1))
+    return b
+
+
+def _relabel(*cols: np.ndarray) -> tuple[np.ndarray, int]:
+    _, labels = np.unique(np.column_stack(cols), axis=0, return_inverse=True)
+    labels = labels.reshape(-1).astype(np.int64)
+    return labels, int(labels.max()) + 1 if labels.size else 0
+
+
+def departure_classes(prob: Problem, tail_bin_h: float) -> np.ndarray:
+    """EVs in one class leave in the same quarter of the same caller interval,
+    or (after the caller's horizon) in the same `tail_bin_h` slot."""
     H = prob.end[prob.T - 1] if prob.T else 0.0
-    # departure: fine inside the caller's horizon, coarser after it
-    dep_in = np.floor(prob.dep / (step * scale))
-    dep_out = 10_000 + np.floor((prob.dep - H) / (4 * step * scale))
-    dep_bin = np.where(prob.dep <= H, dep_in, dep_out)
-    hours = prob.etac * pc
-    head = (prob.e0 - prob.need) / hours                          # signed hours of charging
-    room = (prob.cap - np.maximum(prob.e0, prob.need)) / hours    # pre-charge room, hours
-    spare = (prob.e0 - prob.lb) / hours                           # energy above the floor, hours
-    head_bin = np.floor(head / (0.5 * step * scale))
-    room_bin = np.floor(room / (2 * step * scale))
-    spare_bin = np.floor(np.minimum(spare, 4 * step * 8) / (4 * step * scale))
-    ratio_bin = np.round(prob.pd / pc * 4)
-    keys = np.column_stack([dep_bin, head_bin, room_bin, spare_bin, ratio_bin, prob.site])
-    return keys.astype(np.int64)
+    k = np.searchsorted(prob.end[: prob.T], prob.dep, side="left")  # interval index
+    inside = prob.dep <= H
+    kk = np.minimum(k, max(prob.T - 1, 0))
+    q = np.floor(4 * np.clip((prob.dep - prob.start[kk]) / prob.dur[kk], 0, 0.999999))
+    c_in = kk * 4 + q
+    c_out = 4 * prob.T + 1 + np.floor((prob.dep - H) / tail_bin_h)
+    return np.where(inside, c_in, c_out).astype(np.int64)
 
 
 def bin_groups(prob: Problem, max_units: int) -> tuple[np.ndarray, int]:
-    """(labels, K) with K <= max_units (widening bins geometrically)."""
-    if prob.n == 0:
+    """(labels, K), K close to (and at most about) max_units.
+
+    1. departure classes (see `departure_classes`), widened in the tail until
+       at most half the budget is used;
+    2. each class gets a share of the budget proportional to its size and is
+       cut into equal-count bins of spare energy (energy now above what it
+       must keep at the end of the caller's horizon, in hours of discharge),
+       then of charge room (hours of charging up to the most it can hold),
+       then split by site and discharge/charge ratio.
+    """
+    n = prob.n
+    if n == 0:
         return np.zeros(0, dtype=np.int64), 0
-    scale = 0.5
-    for _ in range(40):
-        keys = _bin_keys(prob, scale)
-        _, labels = np.unique(keys, axis=0, return_inverse=True)
-        labels = labels.reshape(-1).astype(np.int64)
-        K = int(labels.max()) + 1
-        if K <= max_units:
-            return labels, K
-        scale *= 1.0 + 0.25 * min(4.0, np.log(K / max_units) + 1.0)
-    return labels, K
+    if max_units >= n:
+        return exact_groups(prob)
+    step = float(np.median(prob.dur[: max(prob.T, 1)]))
+    tail_bin = 4 * step
+    for _ in range(30):
+        cls = departure_classes(prob, tail_bin)
+        dep_lab, n_cls = _relabel(cls)
+        if n_cls <= max(1, max_units // 2):
+            break
+        tail_bin *= 1.5
+    emin, emax = prob.envelope()
+    T_last = max(prob.T - 1, 0)
+    pd = np.where(prob.pd > 0, prob.pd / prob.etad, np.maximum(prob.pc, 1e-9))
+    spare = (prob.e0 - emin[:, T_last]) / pd
+    room = (emax[:, T_last] - prob.e0) / np.maximum(prob.etac * prob.pc, 1e-9)
+    ratio = np.round(4 * prob.pd / np.maximum(prob.pc, 1e-9))
+    sub_lab, n_sub = _relabel(dep_lab, prob.site, ratio)
+    size = np.bincount(sub_lab, minlength=n_sub)
+    budget = np.maximum(1, np.floor(max_units * size / n)).astype(np.int64)
+    k1 = np.maximum(1, np.ceil(np.sqrt(budget) * 1.5)).astype(np.int64)
+    k1 = np.minimum(k1, budget)
+    b1 = _rank_bins(sub_lab, spare, k1)
+    lab1, n1 = _relabel(sub_lab, b1)
+    k2_of_sub = np.maximum(1, budget // k1)
+    k2 = np.zeros(n1, dtype=np.int64)
+    k2[lab1] = k2_of_sub[sub_lab]
+    b2 = _rank_bins(lab1, room, k2)
+    return _relabel(lab1, b2)
 
 
 def _indicator(labels: np.ndarray, K: int) -> sp.csr_matrix:
@@ -87,13 +127,19 @@ def aggregate(prob: Problem, labels: np.ndarray, K: int) -> Units:
     M = _indicator(labels, K)
     cmax = np.asarray(M @ prob.cmax)
     dmax = np.asarray(M @ prob.dmax)
-    pcs, pds = s(prob.pc), s(prob.pd)
-    etac = np.where(pcs > 0, s(prob.pc * prob.etac) / np.where(pcs > 0, pcs, 1), s(prob.etac) / np.maximum(s(np.ones(prob.n)), 1))
-    etad = np.where(pds > 0, s(prob.pd * prob.etad) / np.where(pds > 0, pds, 1), s(prob.etad) / np.maximum(s(np.ones(prob.n)), 1))
+    # efficiencies weighted by the power actually plugged in, per interval
+    wc = np.asarray(M @ (prob.cmax * prob.etac[:, None]))
+    wd = np.asarray(M @ (prob.dmax * prob.etad[:, None]))
+    mean_c = (s(prob.etac) / np.maximum(s(np.ones(prob.n)), 1))[:, None]
+    mean_d = (s(prob.etad) / np.maximum(s(np.ones(prob.n)), 1))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        etac = np.where(cmax > 0, wc / np.where(cmax > 0, cmax, 1.0), mean_c)
+        etad = np.where(dmax > 0, wd / np.where(dmax > 0, dmax, 1.0), mean_d)
     site = np.zeros(K, dtype=np.int64)
     site[labels] = prob.site
+    emin, emax = prob.envelope()
     return Units(e0=s(prob.e0), cap=s(prob.cap), lb=s(prob.lb), need=s(prob.need), cmax=cmax, dmax=dmax,
-                 etac=etac, etad=etad, site=site)
+                 etac=etac, etad=etad, site=site, e_lo=np.asarray(M @ emin), e_hi=np.asarray(M @ emax))
 
 
 def split_equal(unit_power: np.ndarray, labels: np.ndarray, K: int) -> np.ndarray:
@@ -111,15 +157,33 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
     block_end = np.full(Tx, np.nan)
     for a, b in commitment_blocks(prob):
         block_end[a:b] = prob.end[b - 1]
+    emin, _ = prob.envelope()
+    T_end = max(T - 1, 0)
     for t in range(Tx):
         lo, hi = power_band(prob, t, e, charge_after=ca)
         base = np.clip(0.0, lo, hi)
-        p = band_split(lo, hi, base, unit_power[:, t], labels, K)
+        want = unit_power[:, t]
+        # charging side: proportional to room
+        up = np.where(want > np.bincount(labels, weights=base, minlength=K), want, np.nan)
+        p = band_split(lo, hi, base, up, labels, K)
+        # export side: equalise remaining discharge time inside each unit
+        bsum = np.bincount(labels, weights=base, minlength=K)
+        amount = np.maximum(0.0, bsum - want)
+        if np.any(amount > 0):
+            ref = emin[:, T_end] if t < T else emin[:, t]
+            spare = (e - ref) * prob.etad
+            room = np.where(amount[labels] > 0, base - lo, 0.0)
+            x = time_equalized_reduce(spare, prob.pd * prob.frac[:, t], room, prob.dur[t], amount, labels, K)
+            p = np.where(amount[labels] > 0, base - x, p)
         if t < T and prob.committed[t]:
             tgt = prob.target[t]
             if p.sum() > tgt + 1e-9:
                 lower = event_lower(prob, t, e, lo, hi, block_end[t])
-                p = band_split(np.minimum(lower, p), hi, p, tgt)
+                room = np.maximum(0.0, p - np.minimum(lower, p))
+                e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - block_end[t]))
+                x = time_equalized_reduce((e - e_req) * prob.etad, prob.pd * prob.frac[:, t], room, prob.dur[t],
+                                          p.sum() - tgt)
+                p = p - x
         p = enforce_site_limits(prob, p, lo, hi)
         P[:, t] = p
         e = np.clip(step_energy(e, p, prob.dur[t], prob.etac, prob.etad), np.minimum(prob.lb, e), prob.cap)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .horizon import Problem, power_band, step_energy
-from .split import band_split
+from .split import band_split, time_equalized_reduce
 
 __all__ = ["plan_rule", "enforce_site_limits", "commitment_blocks", "event_lower"]
 
@@ -59,6 +59,21 @@ def event_lower(prob: Problem, t: int, e: np.ndarray, lo: np.ndarray, hi: np.nda
     lower_need = np.minimum(hi, -spend / (prob.etac * h))
     lower = np.where(spend >= 0, lower_spend, lower_need)
     return np.minimum(np.maximum(lo, lower), hi)
+
+
+def event_reduce(prob: Problem, t: int, e: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                 block_end_h: float, amount: float) -> np.ndarray:
+    """How much each EV lowers its power in interval t of a commitment (sums to
+    `amount` where possible): only energy replaceable after the event, drawn
+    from the EVs that could keep exporting longest first (time-equalising)."""
+    room = np.maximum(0.0, p - np.minimum(lo, p))
+    e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - block_end_h))
+    spare = (e - e_req) * prob.etad + np.maximum(p, 0.0) * prob.dur[t]
+    rate = prob.pd * prob.frac[:, t] + np.maximum(p, 0.0)
+    # least laxity first: an EV that leaves before the event ends must spend its share sooner
+    h = np.clip(np.minimum(prob.dep, block_end_h) - prob.start[t], 0.0, None)
+    spare = spare - rate * np.maximum(0.0, h - prob.dur[t])
+    return time_equalized_reduce(spare, rate, room, prob.dur[t], amount)
 
 
 def _precharge_goal(prob: Problem, block: tuple[int, int]) -> np.ndarray:
@@ -137,8 +152,7 @@ def plan_rule(prob: Problem, rule: str = "greedy") -> np.ndarray:
         if t < T and prob.committed[t] and p.sum() > prob.target[t]:
             tgt = prob.target[t]
             if rule == "greedy":
-                lower = event_lower(prob, t, e, lo, hi, block_end[t])
-                p = band_split(np.minimum(lower, p), hi, p, tgt)
+                p = p - event_reduce(prob, t, e, p, lo, hi, block_end[t], p.sum() - tgt)
             elif rule == "proportional":
                 if tgt >= 0:
                     p = np.clip(p * (tgt / p.sum()), lo, hi)

@@ -58,6 +58,23 @@ class Problem:
     def dmax(self) -> np.ndarray:
         return self.pd[:, None] * self.frac
 
+    def envelope(self) -> tuple[np.ndarray, np.ndarray]:
+        """(emin, emax), each (N, Tx): bounds on the energy at the end of each interval.
+
+        emax: full-power charging from t = 0 (and capacity).  emin: departure
+        safety -- the level from which full-power charging still reaches the
+        need -- or the floor, never above emax.  Every plan that meets the
+        departure needs stays inside.  For EVs at sites with a finite import
+        limit emin is just the floor (forced charging might not fit the site).
+        """
+        plugged = np.minimum(self.dep[:, None], self.end[None, :])
+        emax = np.minimum(self.cap[:, None], self.e0[:, None] + (self.etac * self.pc)[:, None] * plugged)
+        emin = np.maximum(self.lb[:, None], self.need[:, None] - self.charge_after())
+        limited = np.isfinite(self.site_imp)[self.site]
+        emin[limited] = self.lb[limited, None]
+        emin = np.minimum(emin, emax)
+        return emin, np.maximum(emax, self.lb[:, None])
+
     def charge_after(self) -> np.ndarray:
         """(N, Tx) battery kWh that max charging can still add after each interval ends."""
         plugged_after = np.maximum(0.0, self.dep[:, None] - self.end[None, :])

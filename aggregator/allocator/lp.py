@@ -49,9 +49,11 @@ class Units:
     need: np.ndarray
     cmax: np.ndarray
     dmax: np.ndarray
-    etac: np.ndarray
-    etad: np.ndarray
+    etac: np.ndarray   # (U,) or (U, Tx)
+    etad: np.ndarray   # (U,) or (U, Tx)
     site: np.ndarray
+    e_lo: np.ndarray | None = None   # (U, Tx) optional end-of-interval energy bounds
+    e_hi: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -74,8 +76,9 @@ class LPResult:
 
 
 def units_from_problem(prob: Problem) -> Units:
+    emin, emax = prob.envelope()
     return Units(e0=prob.e0, cap=prob.cap, lb=prob.lb, need=prob.need, cmax=prob.cmax,
-                 dmax=prob.dmax, etac=prob.etac, etad=prob.etad, site=prob.site)
+                 dmax=prob.dmax, etac=prob.etac, etad=prob.etad, site=prob.site, e_lo=emin, e_hi=emax)
 
 
 def _build(units: Units, prob: Problem):
@@ -101,8 +104,12 @@ def _build(units: Units, prob: Problem):
     dmax = np.maximum(units.dmax, 0.0)
     hi[cidx.ravel()] = cmax.ravel()
     hi[didx.ravel()] = dmax.ravel()
-    lo[eidx.ravel()] = np.broadcast_to(units.lb[:, None], (U, Tx)).ravel()
-    hi[eidx.ravel()] = np.broadcast_to(np.maximum(units.cap, units.lb)[:, None], (U, Tx)).ravel()
+    e_lo = units.e_lo if units.e_lo is not None else np.broadcast_to(units.lb[:, None], (U, Tx))
+    e_hi = units.e_hi if units.e_hi is not None else np.broadcast_to(np.maximum(units.cap, units.lb)[:, None], (U, Tx))
+    # a hair of slack keeps summed bounds that touch (forced charging) feasible in floating point
+    e_lo = np.minimum(e_lo, e_hi) - 1e-7 * (1.0 + np.abs(e_lo))
+    lo[eidx.ravel()] = e_lo.ravel()
+    hi[eidx.ravel()] = np.maximum(e_hi, e_lo).ravel()
     hi[zidx] = np.inf
     committed = prob.committed
     hi[sidx] = np.where(committed, np.inf, 0.0)
@@ -124,9 +131,11 @@ def _build(units: Units, prob: Problem):
     r = (np.arange(U, dtype=np.int64)[:, None] * Tx + tt)
     rows += [r.ravel(), r[:, 1:].ravel(), r.ravel(), r.ravel()]
     cols += [eidx.ravel(), eidx[:, :-1].ravel(), cidx.ravel(), didx.ravel()]
+    etac = units.etac if units.etac.ndim == 2 else units.etac[:, None]
+    etad = units.etad if units.etad.ndim == 2 else units.etad[:, None]
     vals += [np.ones(U * Tx), -np.ones(U * (Tx - 1)),
-             (-dur[None, :] * units.etac[:, None]).ravel(),
-             (dur[None, :] / units.etad[:, None]).ravel()]
+             np.broadcast_to(-dur[None, :] * etac, (U, Tx)).ravel(),
+             np.broadcast_to(dur[None, :] / etad, (U, Tx)).ravel()]
     b = np.zeros((U, Tx))
     b[:, 0] = units.e0
     rlo.append(b.ravel())

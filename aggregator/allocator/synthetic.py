@@ -53,3 +53,25 @@ def event_targets(T: int, dt_h: float, import_kw: float, start_h: float, end_h: 
     mid = (np.arange(T) + 0.5) * dt_h
     tgt = np.where((mid >= start_h) & (mid < end_h), float(import_kw), np.nan)
     return Targets(np.full(T, dt_h), tgt, **kw)
+
+
+def max_feasible_level_kw(fleet: FleetArrays, targets_for_level, lo: float = 0.0, hi: float | None = None,
+                          iters: int = 14) -> float:
+    """Largest export level L (kW) for which the closed-form bound shows no
+    unavoidable shortfall; ``targets_for_level(L)`` builds the Targets.
+
+    Used by the benchmark to set commitments at the edge of what the fleet can
+    do (where allocation quality matters most).  Bisection on
+    `bound.shortfall_lower_bound_kwh`.
+    """
+    from .bound import shortfall_lower_bound_kwh
+
+    if hi is None:
+        hi = float(np.sum(fleet.max_discharge_kw)) + 1.0
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if shortfall_lower_bound_kwh(fleet, targets_for_level(mid)) > 1e-6 * max(mid, 1.0):
+            hi = mid
+        else:
+            lo = mid
+    return lo
