@@ -74,38 +74,33 @@ def departure_classes(prob: Problem, tail_bin_h: float) -> np.ndarray:
 def bin_groups(prob: Problem, max_units: int) -> tuple[np.ndarray, int]:
     """(labels, K), K close to (and at most about) max_units.
 
-    1. departure classes (see `departure_classes`), widened in the tail until
-       at most half the budget is used;
-    2. each class gets a share of the budget proportional to its size and is
-       cut into equal-count bins of spare energy (energy now above what it
-       must keep at the end of the caller's horizon, in hours of discharge),
-       then of charge room (hours of charging up to the most it can hold),
-       then split by site and discharge/charge ratio.
+    1. departure class: the caller interval an EV leaves in, or "after the
+       horizon" (its later departure only matters through its energy envelope);
+    2. each class (x site x discharge/charge ratio) gets a share of the budget
+       proportional to its size and is cut into equal-count bins of spare
+       time -- energy above what it must keep at the horizon end, in hours of
+       full-power discharge -- then of charge room (hours of charging up to the
+       most it can hold).  Homogeneous spare time is what lets members follow
+       their unit's plan.
     """
     n = prob.n
     if n == 0:
         return np.zeros(0, dtype=np.int64), 0
     if max_units >= n:
         return exact_groups(prob)
-    step = float(np.median(prob.dur[: max(prob.T, 1)]))
-    tail_bin = 4 * step
-    for _ in range(30):
-        cls = departure_classes(prob, tail_bin)
-        dep_lab, n_cls = _relabel(cls)
-        if n_cls <= max(1, max_units // 2):
-            break
-        tail_bin *= 1.5
+    H = prob.end[prob.T - 1] if prob.T else 0.0
+    k = np.searchsorted(prob.end[: prob.T], prob.dep, side="left")
+    cls = np.where(prob.dep <= H, k, prob.T).astype(np.int64)
     emin, emax = prob.envelope()
     T_last = max(prob.T - 1, 0)
-    pd = np.where(prob.pd > 0, prob.pd / prob.etad, np.maximum(prob.pc, 1e-9))
-    spare = (prob.e0 - emin[:, T_last]) / pd
+    rate = np.where(prob.pd > 0, prob.pd, np.maximum(prob.pc, 1e-9))
+    spare = (prob.e0 - emin[:, T_last]) * prob.etad / rate
     room = (emax[:, T_last] - prob.e0) / np.maximum(prob.etac * prob.pc, 1e-9)
     ratio = np.round(4 * prob.pd / np.maximum(prob.pc, 1e-9))
-    sub_lab, n_sub = _relabel(dep_lab, prob.site, ratio)
+    sub_lab, n_sub = _relabel(cls, prob.site, ratio)
     size = np.bincount(sub_lab, minlength=n_sub)
     budget = np.maximum(1, np.floor(max_units * size / n)).astype(np.int64)
-    k1 = np.maximum(1, np.ceil(np.sqrt(budget) * 1.5)).astype(np.int64)
-    k1 = np.minimum(k1, budget)
+    k1 = np.maximum(1, np.ceil(budget / 2)).astype(np.int64)
     b1 = _rank_bins(sub_lab, spare, k1)
     lab1, n1 = _relabel(sub_lab, b1)
     k2_of_sub = np.maximum(1, budget // k1)
@@ -161,7 +156,10 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
     T_end = max(T - 1, 0)
     for t in range(Tx):
         lo, hi = power_band(prob, t, e, charge_after=ca)
-        base = np.clip(0.0, lo, hi)
+        # charge what the horizon will force anyway as early as the unit allows
+        ref_t = min(T_end, Tx - 1) if t < T else t
+        asap = np.maximum(0.0, emin[:, max(ref_t, t)] - e) / (prob.etac * prob.dur[t])
+        base = np.clip(asap, lo, hi)
         want = unit_power[:, t]
         # charging side: proportional to room
         up = np.where(want > np.bincount(labels, weights=base, minlength=K), want, np.nan)
