@@ -50,7 +50,6 @@ class SettlementInputs:
     intervals: tuple[EventInterval, ...]
     method: DeviceMetering | PremiseBaseline
     timezone: str = "America/New_York"
-    labels: LabelConvention = LabelConvention.HOUR_BEGINNING
     # Credit at most this multiple of the commitment per interval (None = uncapped).
     max_credit_ratio: float | None = None
 
@@ -103,7 +102,7 @@ def inputs_hash(inputs: SettlementInputs) -> str:
     head = {
         "event_id": inputs.event_id,
         "intervals": [asdict(i) for i in inputs.intervals],
-        "timezone": inputs.timezone, "labels": inputs.labels,
+        "timezone": inputs.timezone,
         "max_credit_ratio": inputs.max_credit_ratio,
     }
     method = inputs.method
@@ -123,6 +122,11 @@ def inputs_hash(inputs: SettlementInputs) -> str:
 
 # ------------------------------------------------------------------ settling
 
+def _labels(interval: EventInterval, tz: ZoneInfo) -> tuple[str, str]:
+    return (interval_label(interval.start, interval.end, tz, LabelConvention.HOUR_BEGINNING),
+            interval_label(interval.start, interval.end, tz, LabelConvention.HOUR_ENDING))
+
+
 def _compute(inputs: SettlementInputs, computed_at: datetime, digest: str) -> EventSettlement:
     tz = ZoneInfo(inputs.timezone)
     method = inputs.method
@@ -133,9 +137,8 @@ def _compute(inputs: SettlementInputs, computed_at: datetime, digest: str) -> Ev
         for interval in inputs.intervals:
             energy = fleet_energy(series, interval.start, interval.end)
             rows.append(interval_result(
-                interval, interval_label(interval.start, interval.end, tz, inputs.labels),
-                delivered_kw=energy.net_export_kwh / interval.hours, coverage=energy.coverage,
-                max_credit_ratio=inputs.max_credit_ratio))
+                interval, _labels(interval, tz), delivered_kw=energy.net_export_kwh / interval.hours,
+                coverage=energy.coverage, max_credit_ratio=inputs.max_credit_ratio))
         name = "device"
         details["sources"] = sorted(series)
     else:
@@ -147,9 +150,8 @@ def _compute(inputs: SettlementInputs, computed_at: datetime, digest: str) -> Ev
             metered = method.profile.average(interval.start, interval.end, baseline.origin,
                                              clip_negative=spec.load_curtailment_only)
             rows.append(interval_result(
-                interval, interval_label(interval.start, interval.end, tz, inputs.labels),
-                delivered_kw=base - metered, coverage=1.0, max_credit_ratio=inputs.max_credit_ratio,
-                baseline_kw=base, metered_kw=metered))
+                interval, _labels(interval, tz), delivered_kw=base - metered, coverage=1.0,
+                max_credit_ratio=inputs.max_credit_ratio, baseline_kw=base, metered_kw=metered))
         name = spec.name + ("+lco" if spec.load_curtailment_only else "")
         details.update(
             selected_days=[d.isoformat() for d in baseline.selected_days],

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from aggregator.settlement.calendar import require_utc
+from aggregator.settlement.calendar import LabelConvention, require_utc
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class IntervalResult:
     uid: int
     start: datetime
     end: datetime
-    label: str                       # local HB/HE label
+    label_hb: str                    # local hour-beginning label, e.g. "HB 16:00"
+    label_he: str                    # local hour-ending label, e.g. "HE 17:00"
     committed_kw: float | None
     delivered_kw: float              # average over the interval (signed: < 0 = net import)
     credited_kw: float               # delivered after the program's over-delivery cap
@@ -63,6 +64,9 @@ class IntervalResult:
     def hours(self) -> float:
         return (self.end - self.start).total_seconds() / 3600.0
 
+    def label(self, convention: LabelConvention | str = LabelConvention.HOUR_BEGINNING) -> str:
+        return self.label_he if LabelConvention(convention) is LabelConvention.HOUR_ENDING else self.label_hb
+
     @property
     def committed_kwh(self) -> float:
         return (self.committed_kw or 0.0) * self.hours
@@ -72,7 +76,7 @@ class IntervalResult:
         return self.delivered_kw * self.hours
 
 
-def interval_result(interval: EventInterval, label: str, delivered_kw: float, coverage: float,
+def interval_result(interval: EventInterval, labels: tuple[str, str], delivered_kw: float, coverage: float,
                     max_credit_ratio: float | None = None, baseline_kw: float | None = None,
                     metered_kw: float | None = None) -> IntervalResult:
     committed = interval.committed_kw
@@ -80,7 +84,7 @@ def interval_result(interval: EventInterval, label: str, delivered_kw: float, co
     if max_credit_ratio is not None and committed is not None:
         credited = min(credited, max_credit_ratio * committed)
     ratio = credited / committed if committed else None
-    return IntervalResult(interval.uid, interval.start, interval.end, label, committed, delivered_kw,
+    return IntervalResult(interval.uid, interval.start, interval.end, labels[0], labels[1], committed, delivered_kw,
                           credited, coverage, ratio, baseline_kw, metered_kw)
 
 

@@ -48,7 +48,6 @@ FLEET_SOURCE = "fleet"
 @dataclass(frozen=True)
 class SettleOptions:
     timezone: str = "America/New_York"
-    labels: LabelConvention = LabelConvention.HOUR_BEGINNING
     baseline: str | None = None              # None = device metering; else a key of baseline.PRESETS
     premise_source: str = "premise"
     load_curtailment_only: bool = False
@@ -170,7 +169,7 @@ def settle_from_ledger(session: Session, event_id: str | None = None, season: in
             method = (_device_method(session, intervals, options) if options.baseline is None
                       else _baseline_method(session, record.event_id, intervals, options, tz))
             inputs = SettlementInputs(record.event_id, intervals, method, options.timezone,
-                                      options.labels, options.max_credit_ratio)
+                                      options.max_credit_ratio)
             previous = latest_settlement(session, record.event_id)
             result = settle_event(inputs, computed_at, previous)
         except (InsufficientData, MeterDataError, ValueError) as err:
@@ -186,6 +185,7 @@ def settle_from_ledger(session: Session, event_id: str | None = None, season: in
         if season is not None and record.status != "cancelled" and not record.test_event:
             participations.append(EventParticipation(
                 record.event_id, result.totals.hours, result.totals.delivered_kwh, opted_out=opted_out))
+    report.settlements.sort(key=lambda s: s.intervals[0].start)
     if season is not None:
         report.season = connected_solutions_season(participations, options.rate_per_kw_season)
     return report
@@ -197,7 +197,7 @@ def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def format_table(report: SettleReport) -> str:
+def format_table(report: SettleReport, labels: LabelConvention | str = LabelConvention.HOUR_BEGINNING) -> str:
     """Human-readable table: per event a header line, then one line per interval."""
     out = io.StringIO()
     for s in report.settlements:
@@ -209,7 +209,7 @@ def format_table(report: SettleReport) -> str:
         out.write(f"  {'uid':>3}  {'label':<10} {'start (UTC)':<20} {'committed kW':>12} "
                   f"{'delivered kW':>12} {'ratio':>6} {'coverage':>8}\n")
         for r in s.intervals:
-            out.write(f"  {r.uid:>3}  {r.label:<10} {r.start:%Y-%m-%d %H:%M}     {_f(r.committed_kw):>12} "
+            out.write(f"  {r.uid:>3}  {r.label(labels):<10} {r.start:%Y-%m-%d %H:%M}     {_f(r.committed_kw):>12} "
                       f"{_f(r.delivered_kw):>12} {_f(r.ratio, 3):>6} {r.coverage:>8.2f}\n")
     if report.season is not None:
         season = report.season
@@ -226,14 +226,15 @@ CSV_FIELDS = ("event_id", "version", "method", "uid", "label", "start_utc", "end
               "delivered_kw", "credited_kw", "ratio", "coverage", "baseline_kw", "metered_kw")
 
 
-def write_csv(report: SettleReport, path: str | Path) -> None:
+def write_csv(report: SettleReport, path: str | Path,
+              labels: LabelConvention | str = LabelConvention.HOUR_BEGINNING) -> None:
     """One row per event interval (current version of each event)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_FIELDS)
         for s in report.settlements:
             for r in s.intervals:
-                writer.writerow([s.event_id, s.version, s.method, r.uid, r.label, r.start.isoformat(),
+                writer.writerow([s.event_id, s.version, s.method, r.uid, r.label(labels), r.start.isoformat(),
                                  r.end.isoformat(), r.committed_kw, r.delivered_kw, r.credited_kw, r.ratio,
                                  r.coverage, r.baseline_kw, r.metered_kw])
 
@@ -253,7 +254,8 @@ def write_json(report: SettleReport, path: str | Path) -> None:
     Path(path).write_text(json.dumps(report_dict(report), indent=2))
 
 
-def plot_png(report: SettleReport, path: str | Path) -> None:
+def plot_png(report: SettleReport, path: str | Path,
+             labels: LabelConvention | str = LabelConvention.HOUR_BEGINNING) -> None:
     """One event: committed vs delivered kW per interval. Several events: the
     per-event averages (the season view), with the season average if known."""
     import matplotlib
@@ -268,7 +270,7 @@ def plot_png(report: SettleReport, path: str | Path) -> None:
         x = list(range(len(s.intervals)))
         ax.bar([i - 0.2 for i in x], [r.committed_kw or 0.0 for r in s.intervals], 0.4, label="committed kW")
         ax.bar([i + 0.2 for i in x], [r.delivered_kw for r in s.intervals], 0.4, label="delivered kW")
-        ax.set_xticks(x, [r.label for r in s.intervals], rotation=45, ha="right")
+        ax.set_xticks(x, [r.label(labels) for r in s.intervals], rotation=45, ha="right")
         ratio = _f(s.totals.ratio, 3)
         ax.set_title(f"Event {s.event_id} v{s.version} ({s.method}) - performance ratio {ratio}")
     else:
@@ -277,7 +279,9 @@ def plot_png(report: SettleReport, path: str | Path) -> None:
                label="committed kW (avg)")
         ax.bar([i + 0.2 for i in x], [s.totals.event_avg_kw for s in settlements], 0.4,
                label="delivered kW (event avg)")
-        ax.set_xticks(x, [s.event_id for s in settlements], rotation=45, ha="right")
+        ticks = [f"{s.event_id}\n{s.intervals[0].start.astimezone(ZoneInfo(s.timezone)):%Y-%m-%d}"
+                 + (" (opted out)" if s.event_id in report.opted_out else "") for s in settlements]
+        ax.set_xticks(x, ticks, rotation=45, ha="right")
         title = "Events"
         if report.season is not None:
             ax.axhline(report.season.average_kw, color="black", linestyle="--",
@@ -317,7 +321,7 @@ def add_settle_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def options_from_args(args: argparse.Namespace) -> SettleOptions:
-    return SettleOptions(timezone=args.timezone, labels=LabelConvention(args.labels), baseline=args.baseline,
+    return SettleOptions(timezone=args.timezone, baseline=args.baseline,
                          premise_source=args.premise_source, load_curtailment_only=args.load_curtailment_only,
                          rate_per_kw_season=args.rate_per_kw)
 
@@ -347,13 +351,14 @@ def run_settle(args: argparse.Namespace, settings, *, out=None, err=None,
             session.commit()
     finally:
         engine.dispose()
-    out.write(format_table(report))
+    labels = LabelConvention(args.labels)
+    out.write(format_table(report, labels))
     if args.csv:
-        write_csv(report, args.csv)
+        write_csv(report, args.csv, labels)
     if args.json:
         write_json(report, args.json)
     if args.png and report.settlements:
-        plot_png(report, args.png)
+        plot_png(report, args.png, labels)
     if report.errors:
         print(f"v2x settle: {len(report.errors)} event(s) not settled", file=err)
         return 1

@@ -35,8 +35,9 @@ def test_fall_back_day_event_has_four_hours_and_a_starred_label():
     }
     intervals = hourly(start, 4, 12.0)
     assert intervals[-1].end == end
-    result = settle_event(SettlementInputs("fb", intervals, DeviceMetering(readings), labels="hour-ending"), T_SETTLE)
-    assert [r.label for r in result.intervals] == ["HE 01:00", "HE 02:00", "HE 02:00*", "HE 03:00"]
+    result = settle_event(SettlementInputs("fb", intervals, DeviceMetering(readings)), T_SETTLE)
+    assert [r.label("hour-ending") for r in result.intervals] == ["HE 01:00", "HE 02:00", "HE 02:00*", "HE 03:00"]
+    assert [r.label_hb for r in result.intervals] == ["HB 00:00", "HB 01:00", "HB 01:00*", "HB 02:00"]
     assert [r.delivered_kw for r in result.intervals] == pytest.approx([10.0, 10.0, 5.0, 10.0])
     assert [r.ratio for r in result.intervals] == pytest.approx([10 / 12, 10 / 12, 5 / 12, 10 / 12])
     assert result.totals.delivered_avg_kw == pytest.approx(35.0 / 4)
@@ -51,7 +52,7 @@ def test_spring_forward_day_event_has_three_hours():
     intervals = hourly(start, 3, 10.0)
     assert intervals[-1].end == end
     result = settle_event(SettlementInputs("sf", intervals, DeviceMetering(readings)), T_SETTLE)
-    assert [r.label for r in result.intervals] == ["HB 00:00", "HB 01:00", "HB 03:00"]
+    assert [r.label() for r in result.intervals] == ["HB 00:00", "HB 01:00", "HB 03:00"]
     assert result.totals.delivered_kwh == pytest.approx(27.0)
     assert result.totals.ratio == pytest.approx(0.9)
 

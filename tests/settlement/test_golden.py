@@ -207,8 +207,7 @@ def test_premise_settlement_on_spring_forward_day_has_three_intervals():
                       for i in range(3))
     assert intervals[-1].end == local(day, 4)
     spec = caiso_10_in_10(adjustment=AdjustmentRule())
-    result = settle_event(SettlementInputs("dst", intervals, PremiseBaseline(spec, profile, CALENDAR),
-                                           labels="hour-ending"), NOW)
-    assert [r.label for r in result.intervals] == ["HE 01:00", "HE 02:00", "HE 04:00"]
+    result = settle_event(SettlementInputs("dst", intervals, PremiseBaseline(spec, profile, CALENDAR)), NOW)
+    assert [r.label_he for r in result.intervals] == ["HE 01:00", "HE 02:00", "HE 04:00"]
     assert result.totals.delivered_avg_kw == pytest.approx(60.0)
     assert result.totals.ratio == pytest.approx(1.2)
