@@ -5,8 +5,10 @@ import argparse
 import asyncio
 import logging
 import sys
+from datetime import timedelta
 from pathlib import Path
 
+from aggregator.demo import DEFAULT_PROFILE_KW
 from aggregator.config import ConfigError, Settings, default_config_text, load_settings
 from aggregator.scenario import ScenarioError
 
@@ -25,7 +27,8 @@ def _demo(args, settings: Settings) -> int:
             update={"url": f"sqlite:///{database}"})})
     print(f"ledger: {settings.database.url}")
     try:
-        result = asyncio.run(run_demo(settings, DemoOptions()))
+        options = DemoOptions(profile_kw=tuple(args.profile), interval=timedelta(seconds=args.interval_seconds))
+        result = asyncio.run(run_demo(settings, options))
     except (DemoFailure, ScenarioError) as err:
         print(f"demo failed: {err}", file=sys.stderr)
         return 1
@@ -49,7 +52,8 @@ def _demo(args, settings: Settings) -> int:
         print("demo failed: the VTN received no telemetry", file=sys.stderr)
         return 1
     if summary.drivers_short:
-        print("demo failed: drivers left short: " + ", ".join(d.vehicle_id for d in summary.drivers_short),
+        print("demo failed: drivers stranded below a reachable need: "
+              + ", ".join(d.vehicle_id for d in summary.drivers_short),
               file=sys.stderr)
         return 1
     return 0
@@ -63,6 +67,16 @@ def _config(args, settings: Settings) -> int:
     return 0
 
 
+def _profile(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of kW: {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("the profile needs at least one interval")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="v2x", description="V2G demand-response aggregator (OpenADR 2.0b VEN)")
     parser.add_argument("--config", help="config file (TOML); also V2X_CONFIG")
@@ -71,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run one end-to-end DR event against a simulated VTN and fleet")
     demo.add_argument("--json", help="also write the summary as JSON to this path")
     demo.add_argument("--out", default="out", help="folder for the CSV, PNG and demo database (default: out)")
+    demo.add_argument("--profile", type=_profile, default=list(DEFAULT_PROFILE_KW),
+                      help="export asked per interval, kW, comma-separated (default: %(default)s)")
+    demo.add_argument("--interval-seconds", type=float, default=15.0, help="interval length (default: 15)")
     demo.add_argument("--keep-database", action="store_true", help="use the configured database, not out/demo.db")
     demo.set_defaults(func=_demo)
     config = sub.add_parser("config", help="validate and print the effective configuration")
@@ -85,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args.env = dict(os.environ)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("openleadr").setLevel(logging.ERROR)
+    import openleadr.client  # noqa: F401  (it sets its logger to INFO on import; quiet it after)
+    logging.getLogger("openleadr").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         settings = load_settings(args.config)
     except ConfigError as err:

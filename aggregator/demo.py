@@ -10,6 +10,8 @@ until every vehicle has left, so each driver's energy at departure is measured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -90,7 +92,8 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
     app = Aggregator(settings, report_sampling=min(options.report_interval, timedelta(seconds=5)))
     fleet.plug_into(app)
     say(f"fleet: {len(fleet.chargers)} EVs from scenario '{fleet.scenario.name}'")
-    await vtn.start()
+    with contextlib.redirect_stdout(io.StringIO()):   # openleadr prints a banner
+        await vtn.start()
     try:
         metrics_port = app.serve_metrics()
         say(f"/metrics on http://{settings.metrics.host}:{metrics_port}/metrics; VTN simulator at {vtn.url}")
@@ -127,17 +130,22 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
 
 
 async def _run_real_time(app: Aggregator, fleet: SimulatedFleet, until: datetime, tick: timedelta, say) -> None:
-    last_shown = None
+    """Step the loop in real time; after each committed interval, say what the meters measured."""
+    current = None
     while (now := datetime.now(timezone.utc)) < until:
         fleet.advance(now)
         await app.dispatcher.step(now)
         committed = app.dispatcher.committed_at(now)
-        key = (committed.start if committed else None)
-        if key != last_shown and committed is not None:
-            last_shown = key
-            status = app.dispatcher.status
-            plan = status.last_plan
-            planned = -float(plan.fleet_kw[0]) if plan is not None else 0.0
-            say(f"  {now:%H:%M:%S} interval from {committed.start:%H:%M:%S}: committed export "
-                f"{committed.export_kw:6.1f} kW, planned {planned:6.1f} kW, fleet now {-status.fleet_power_kw:6.1f} kW")
+        if current is not None and committed is not current:
+            exported = _fleet_export_register(fleet) - start_register
+            seconds = (now - current_started).total_seconds()
+            say(f"  interval from {current.start:%H:%M:%S}: committed {current.export_kw:6.1f} kW, "
+                f"metered {exported * 3600 / seconds:6.1f} kW")
+        if committed is not current:
+            current, current_started, start_register = committed, now, _fleet_export_register(fleet)
         await asyncio.sleep(tick.total_seconds())
+
+
+def _fleet_export_register(fleet: SimulatedFleet) -> float:
+    """Net export kWh of all the simulated chargers' meters (for progress lines only)."""
+    return sum(c.export_kwh - c.import_kwh for c in fleet.chargers.values())

@@ -10,13 +10,18 @@ import csv
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from sqlmodel import Session, select
 
 from aggregator.settlement.delivery import RegisterReading, RegisterSeries, fleet_energy
 from aggregator.store.db import as_utc, meter_readings
-from aggregator.store.models import EventIntervalRecord, EventRecord, PlugSession
+from aggregator.store.models import EventIntervalRecord, EventRecord, PlugSession, Vehicle
+
+
+READING_MARGIN = timedelta(minutes=10)
+DRIVER_TOLERANCE_KWH = 0.1   # metering and taper noise below this is not counted as short
 
 
 @dataclass
@@ -38,6 +43,7 @@ class DriverResult:
     vehicle_id: str
     need_kwh: float
     energy_at_departure_kwh: float | None
+    achievable_kwh: float   # the most the battery could hold at departure, charging flat out from plug-in
 
     @property
     def missing_kwh(self) -> float:
@@ -69,7 +75,14 @@ class EventSummary:
 
     @property
     def drivers_short(self) -> list[DriverResult]:
-        return [d for d in self.drivers if d.missing_kwh > 0.05]
+        """Drivers left below what they asked although it was reachable: stranded by us."""
+        return [d for d in self.drivers if d.missing_kwh > DRIVER_TOLERANCE_KWH
+                and d.achievable_kwh >= d.need_kwh]
+
+    @property
+    def drivers_unreachable(self) -> list[DriverResult]:
+        """Drivers who asked for more than their charger could give in the time they stayed."""
+        return [d for d in self.drivers if d.achievable_kwh < d.need_kwh]
 
     def to_dict(self) -> dict:
         return {
@@ -78,7 +91,8 @@ class EventSummary:
             "performance_ratio": self.performance_ratio,
             "intervals": [asdict(i) | {"ratio": i.ratio} for i in self.intervals],
             "drivers": [asdict(d) | {"missing_kwh": d.missing_kwh} for d in self.drivers],
-            "drivers_short": len(self.drivers_short),
+            "drivers_stranded": [d.vehicle_id for d in self.drivers_short],
+            "drivers_unreachable": [d.vehicle_id for d in self.drivers_unreachable],
         }
 
 
@@ -96,7 +110,8 @@ def summarize_event(engine, event_id: str) -> EventSummary:
                        .order_by(EventIntervalRecord.uid)).all()
         start, end = as_utc(rows[0].start), as_utc(rows[-1].end)
         by_source: dict[str, list[RegisterReading]] = defaultdict(list)
-        for reading in meter_readings(db, start=start, end=end):
+        # Readings just outside the event bound the interpolation at its edges.
+        for reading in meter_readings(db, start=start - READING_MARGIN, end=end + READING_MARGIN):
             by_source[reading.source].append(
                 RegisterReading(reading.ts, reading.energy_import_kwh, reading.energy_export_kwh))
         series = {source: RegisterSeries(readings, source) for source, readings in by_source.items()}
@@ -111,8 +126,16 @@ def summarize_event(engine, event_id: str) -> EventSummary:
         # The drivers whose plug-in overlapped the event.
         sessions = [row for row in db.exec(select(PlugSession).order_by(PlugSession.vehicle_id)).all()
                     if as_utc(row.arrived_at) <= end and (row.left_at is None or as_utc(row.left_at) >= start)]
-        drivers = [DriverResult(s.vehicle_id, s.need_kwh, s.energy_at_departure_kwh) for s in sessions]
+        vehicles = {v.id: v for v in db.exec(select(Vehicle)).all()}
+        drivers = [DriverResult(s.vehicle_id, s.need_kwh, s.energy_at_departure_kwh, _achievable(s, vehicles[s.vehicle_id]))
+                   for s in sessions]
         return EventSummary(event_id, record.opt_state, record.note, intervals, drivers)
+
+
+def _achievable(session: PlugSession, vehicle: Vehicle) -> float:
+    hours = (as_utc(session.departs_at) - as_utc(session.arrived_at)).total_seconds() / 3600
+    return min(vehicle.capacity_kwh,
+               session.energy_at_arrival_kwh + vehicle.max_charge_kw * vehicle.eta_charge * hours)
 
 
 def format_table(summary: EventSummary) -> str:
@@ -129,13 +152,16 @@ def format_table(summary: EventSummary) -> str:
 
 
 def format_drivers(summary: EventSummary) -> str:
-    lines = [f"{'vehicle':<18} {'asked kWh':>10} {'at departure':>13} {'missing':>8}"]
+    lines = [f"{'vehicle':<18} {'asked kWh':>10} {'at departure':>13} {'missing':>8} {'reachable':>10}"]
     for d in summary.drivers:
         at = f"{d.energy_at_departure_kwh:13.1f}" if d.energy_at_departure_kwh is not None else "    (plugged)"
-        lines.append(f"{d.vehicle_id:<18} {d.need_kwh:10.1f} {at} {d.missing_kwh:8.2f}")
-    short = summary.drivers_short
-    lines.append(f"{len(summary.drivers) - len(short)} of {len(summary.drivers)} drivers left with what they asked"
-                 + (f"; SHORT: {', '.join(d.vehicle_id for d in short)}" if short else ""))
+        lines.append(f"{d.vehicle_id:<18} {d.need_kwh:10.1f} {at} {d.missing_kwh:8.2f} {d.achievable_kwh:10.1f}")
+    short, unreachable = summary.drivers_short, summary.drivers_unreachable
+    served = sum(1 for d in summary.drivers if d.missing_kwh <= DRIVER_TOLERANCE_KWH)
+    lines.append(f"{served} of {len(summary.drivers)} drivers left with what they asked"
+                 + (f"; asked more than their charger could give: {', '.join(d.vehicle_id for d in unreachable)}"
+                    if unreachable else "")
+                 + (f"; STRANDED: {', '.join(d.vehicle_id for d in short)}" if short else ""))
     return "\n".join(lines)
 
 

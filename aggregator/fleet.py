@@ -38,8 +38,10 @@ class MemberState:
     energy_kwh: float
 
 
-def fleet_arrays(members: list[MemberState], now: datetime) -> FleetArrays:
-    """Columns for the allocator; departure is hours from `now`."""
+def fleet_arrays(members: list[MemberState], now: datetime, need_margin_kwh: float = 0.0) -> FleetArrays:
+    """Columns for the allocator; departure is hours from `now`. `need_margin_kwh`
+    is planned on top of each driver's need (capped at capacity) so that what the
+    chargers lose to their response time does not leave a driver short."""
     def column(values, dtype=float):
         return np.array(values, dtype=dtype)
     return FleetArrays(
@@ -47,7 +49,7 @@ def fleet_arrays(members: list[MemberState], now: datetime) -> FleetArrays:
         energy_kwh=column([m.energy_kwh for m in members]),
         capacity_kwh=column([m.spec.capacity_kwh for m in members]),
         floor_kwh=column([m.spec.floor_kwh for m in members]),
-        need_kwh=column([m.session.need_kwh for m in members]),
+        need_kwh=column([min(m.session.need_kwh + need_margin_kwh, m.spec.capacity_kwh) for m in members]),
         departure_h=column([(m.session.departs_at - now).total_seconds() / 3600 for m in members]),
         max_charge_kw=column([m.spec.max_charge_kw for m in members]),
         max_discharge_kw=column([m.spec.max_discharge_kw for m in members]),

@@ -75,13 +75,21 @@ class Dispatcher:
     def __init__(self, engine, metrics: Metrics, *, program_label: str = "default",
                  allocator_options: AllocatorOptions = AllocatorOptions(),
                  meter_interval: timedelta = timedelta(seconds=5),
-                 replan_interval: timedelta = timedelta(seconds=30)):
+                 replan_interval: timedelta = timedelta(seconds=30),
+                 response_lead: timedelta = timedelta(seconds=3),
+                 need_margin_kwh: float = 0.5):
         self.engine = engine
         self.metrics = metrics
         self.program_label = program_label
         self.options = allocator_options
         self.meter_interval = meter_interval
         self.replan_interval = replan_interval
+        # Chargers take a second or more to reach a new setpoint: an interval that
+        # asks for more export gets its setpoints this much before it starts, so it
+        # starts on target; one that asks for less is switched on time (leaving
+        # early would lose the end of the interval before it).
+        self.response_lead = response_lead
+        self.need_margin_kwh = need_margin_kwh
         self.members: dict[str, _Member] = {}
         self.commitments: dict[str, list[CommittedInterval]] = {}
         self.status = DispatchStatus()
@@ -131,21 +139,34 @@ class Dispatcher:
 
     # -- the loop --------------------------------------------------------------
     async def step(self, now: datetime) -> None:
-        crossed = self._crossed_boundary(now)
+        switches = self._switch_times()
+        last = self._last_step
+        at_boundary = last is None or any(last < t <= now for t in switches)             # meters read on it
+        switch_due = last is None or any(last < s <= now for s in switches.values())    # setpoints change
         await self._handle_departures(now)
-        if crossed or self._last_meter is None or now - self._last_meter >= self.meter_interval:
+        if at_boundary or self._last_meter is None or now - self._last_meter >= self.meter_interval:
             await self._read_meters(now)
-        if (self._replan or crossed or self._last_plan_at is None
+        if (self._replan or switch_due or self._last_plan_at is None
                 or now - self._last_plan_at >= self.replan_interval):
-            await self._plan_and_apply(now)
+            # Inside a boundary's lead window, plan as from that boundary.
+            effective = max((t for t, s in switches.items() if s <= now < t), default=now)
+            await self._plan_and_apply(now, effective)
         self._update_gauges(now)
         self._flush_ledger()
         self._last_step = now
 
-    def _crossed_boundary(self, now: datetime) -> bool:
-        if self._last_step is None:
-            return True
-        return any(self._last_step < t <= now for c in self.all_commitments() for t in (c.start, c.end))
+    def _switch_times(self) -> dict[datetime, datetime]:
+        """Each commitment boundary -> when its setpoints go out: `response_lead`
+        early before an interval that asks for more export, on time otherwise."""
+        out = {}
+        for t in {t for c in self.all_commitments() for t in (c.start, c.end)}:
+            more_export = self._ceiling_at(t) < self._ceiling_at(t - timedelta(microseconds=1))
+            out[t] = t - self.response_lead if more_export else t
+        return out
+
+    def _ceiling_at(self, t: datetime) -> float:
+        committed = self.committed_at(t)
+        return committed.import_ceiling_kw if committed is not None else float("inf")
 
     async def _handle_departures(self, now: datetime) -> None:
         for vehicle_id, member in list(self.members.items()):
@@ -206,9 +227,9 @@ class Dispatcher:
         return [MemberState(m.spec, m.session, self._energy_of(m)) for m in self.members.values()
                 if m.connected and m.reading is not None and m.session.departs_at > now]
 
-    async def _plan_and_apply(self, now: datetime) -> None:
-        states = self._active_states(now)
-        horizon = build_horizon(now, self.all_commitments())
+    async def _plan_and_apply(self, now: datetime, effective: datetime) -> None:
+        states = self._active_states(effective)
+        horizon = build_horizon(effective, self.all_commitments())
         self._last_plan_at = now
         self._replan = False
         if not states:
@@ -217,7 +238,7 @@ class Dispatcher:
         targets = Targets(horizon.durations_h, horizon.import_ceiling_kw)
         started = time.perf_counter()
         try:
-            plan = allocate(fleet_arrays(states, now), targets, self.options)
+            plan = allocate(fleet_arrays(states, effective, self.need_margin_kwh), targets, self.options)
         except Exception:  # the allocator must never stop the loop: hold chargers at 0 and retry
             log.exception("allocator failed; holding every charger at 0 kW until the next plan")
             self.metrics.allocator_failures.inc()
@@ -236,7 +257,7 @@ class Dispatcher:
                 member.connected = False
                 self._replan = True
                 continue
-            committed = self.committed_at(now)
+            committed = self.committed_at(effective)
             rows.append(SetpointRecord(vehicle_id=state.spec.id, issued_at=now, power_kw=float(kw),
                                        event_id=self._event_of(committed)))
         self._pending_rows.extend(rows)

@@ -49,9 +49,9 @@ def insert_meter_readings(session: Session, readings: Iterable[MeterReading]) ->
         return 0
     dialect = session.get_bind().dialect.name
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
-    statement = insert(MeterReading).values(rows).on_conflict_do_nothing(index_elements=["source", "ts"])
-    result = session.exec(statement)  # type: ignore[call-overload]
-    return result.rowcount or 0
+    statement = (insert(MeterReading).values(rows).on_conflict_do_nothing(index_elements=["source", "ts"])
+                 .returning(MeterReading.id))
+    return len(session.exec(statement).all())  # type: ignore[call-overload]
 
 
 def meter_readings(session: Session, source: str | None = None,

@@ -1,0 +1,65 @@
+"""Configuration: the documented defaults load; unknown keys and bad values stop start-up."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from aggregator.config import ConfigError, Settings, default_config_text, load_settings
+
+
+def test_documented_default_file_equals_built_in_defaults(tmp_path):
+    path = tmp_path / "v2x.toml"
+    path.write_text(default_config_text())
+    assert load_settings(path, environ={}) == Settings()
+    assert tomllib.loads(default_config_text())  # valid TOML
+
+
+def test_environment_overrides_file(tmp_path):
+    path = tmp_path / "v2x.toml"
+    path.write_text('[ven]\nven_name = "from-file"\n[metrics]\nport = 9000\n')
+    settings = load_settings(path, environ={"V2X_VEN_NAME": "from-env", "V2X_DATABASE_URL": "postgresql://x@/db"})
+    assert settings.ven.ven_name == "from-env"
+    assert settings.metrics.port == 9000
+    assert settings.database.url == "postgresql://x@/db"
+
+
+@pytest.mark.parametrize("text, named", [
+    ('[ven]\nvtn_ur = "http://x"\n', "ven.vtn_ur"),
+    ('[bogus]\nx = 1\n', "bogus"),
+    ('[metrics]\nport = 70000\n', "metrics.port"),
+    ('[program]\nexport_sign = "sideways"\n', "program.export_sign"),
+    ('[program]\nsimple_level_export_kw = { "4" = 10.0 }\n', "program.simple_level_export_kw"),
+    ('[ven]\nvtn_url = "ftp://x"\n', "ven.vtn_url"),
+])
+def test_bad_keys_and_values_are_named(tmp_path, text, named):
+    path = tmp_path / "v2x.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ={})
+    assert named in str(err.value)
+
+
+def test_bad_environment_value_is_named():
+    with pytest.raises(ConfigError, match="metrics.port"):
+        load_settings(environ={"V2X_METRICS_PORT": "lots"})
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ven\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_cli_exits_non_zero_with_the_key_named(tmp_path):
+    path = tmp_path / "v2x.toml"
+    path.write_text('[fleet]\nscenaro = "x"\n')
+    run = subprocess.run([sys.executable, "-m", "aggregator.cli", "--config", str(path), "config"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "fleet.scenaro" in run.stderr

@@ -1,0 +1,55 @@
+"""The store on SQLite and PostgreSQL: idempotent ledger, events, sessions."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlmodel import Session, select
+
+from aggregator.store.db import insert_meter_readings, make_engine, meter_readings
+from aggregator.store.models import EventIntervalRecord, EventRecord, MeterReading, PlugSession, Vehicle
+
+T0 = datetime(2026, 7, 15, 18, tzinfo=timezone.utc)
+
+
+def reading(source, seconds, export):
+    return MeterReading(source=source, ts=T0 + timedelta(seconds=seconds), energy_import_kwh=1.0,
+                        energy_export_kwh=export, power_kw=-5.0, soc_pct=50.0)
+
+
+def test_ledger_is_append_only_and_idempotent(database_url):
+    engine = make_engine(database_url)
+    with Session(engine) as db:
+        assert insert_meter_readings(db, [reading("cp-1", 0, 0.0), reading("cp-1", 5, 0.1)]) == 2
+        db.commit()
+    with Session(engine) as db:
+        # the same readings again (a retry after a crash) plus one new: only the new one lands
+        assert insert_meter_readings(db, [reading("cp-1", 5, 0.1), reading("cp-1", 10, 0.2)]) == 1
+        db.commit()
+        rows = meter_readings(db, "cp-1")
+    assert [r.energy_export_kwh for r in rows] == [0.0, 0.1, 0.2]
+    assert all(r.ts.tzinfo is not None for r in rows)
+    assert rows[1].ts == T0 + timedelta(seconds=5)
+    engine.dispose()
+
+
+def test_events_sessions_and_intervals_round_trip(database_url):
+    engine = make_engine(database_url)
+    with Session(engine) as db:
+        db.add(Vehicle(id="bus-1", kind="school_bus", capacity_kwh=200, floor_kwh=40, max_charge_kw=60,
+                       max_discharge_kw=60, eta_charge=0.94, eta_discharge=0.94))
+        db.add(EventRecord(event_id="e1", modification_number=3, status="active", signal_name="LOAD_DISPATCH",
+                           signal_type="setpoint", opt_state="optIn", received_at=T0))
+        db.flush()
+        db.add(EventIntervalRecord(event_id="e1", uid=0, start=T0, end=T0 + timedelta(minutes=15), requested=300,
+                                   import_ceiling_kw=-300))
+        db.add(PlugSession(vehicle_id="bus-1", arrived_at=T0, departs_at=T0 + timedelta(hours=3),
+                           energy_at_arrival_kwh=150, need_kwh=160))
+        db.commit()
+    with Session(engine) as db:
+        event = db.get(EventRecord, "e1")
+        assert (event.modification_number, event.opt_state) == (3, "optIn")
+        interval = db.exec(select(EventIntervalRecord)).one()
+        assert interval.import_ceiling_kw == -300
+        session = db.exec(select(PlugSession)).one()
+        assert session.need_kwh == 160 and session.left_at is None
+    engine.dispose()
