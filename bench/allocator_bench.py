@@ -123,12 +123,12 @@ def worker(n: int, T: int, repeats: int, full_lp_max: int, load: float, seed: in
 
 def fmt_row(r: dict) -> str:
     g = "    n/a" if r["gap_lp"] is None else f"{r['gap_lp']:7.3f}"
-    return (f"{r['n']:>7d} {r['T']:>3d} {r['scenario']:<5s} {r['method']:<12s} {r['used']:<15s} {r['units']:>5d} "
+    return (f"{r['n']:>7d} {r['T']:>3d} {r['scenario']:<5s} {r['method']:<12s} {r['used']:<19s} {r['units']:>5d} "
             f"{r['build']:7.3f} {r['solve']:7.3f} {r['total']:7.3f} {r['rss']:7.0f} "
             f"{r['short']:7.3f} {g} {r['gap_bound']:7.3f} {r['dep']:8.1f}")
 
 
-HEADER = (f"{'N':>7s} {'T':>3s} {'scen':<5s} {'method':<12s} {'used':<15s} {'units':>5s} "
+HEADER = (f"{'N':>7s} {'T':>3s} {'scen':<5s} {'method':<12s} {'used':<19s} {'units':>5s} "
           f"{'build':>7s} {'solve':>7s} {'total':>7s} {'rss_MB':>7s} {'short%':>7s} {'gapLP':>7s} {'gapBnd':>7s} {'depkWh':>8s}")
 
 

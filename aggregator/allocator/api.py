@@ -28,6 +28,28 @@ def default_max_units(n: int) -> int:
     return 300
 
 
+def _score(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
+    """Lexicographic plan quality: (departure shortfall, commitment shortfall, cost)."""
+    E = simulate(prob, np.clip(P, -prob.dmax, prob.cmax))
+    dep = float(np.sum(np.maximum(0.0, prob.need - E[:, -1])))
+    fleet = P[:, : prob.T].sum(axis=0)
+    tgt = prob.target
+    short = np.where(prob.committed, np.maximum(0.0, fleet - np.nan_to_num(tgt)), 0.0)
+    if prob.over_kw is not None:
+        short = short + np.where(prob.committed, np.maximum(0.0, np.nan_to_num(tgt) - prob.over_kw - fleet), 0.0)
+    sk = float(np.sum(short * prob.dur[: prob.T]))
+    cost = float(np.sum(P * prob.price[None, :] * prob.dur[None, :]) + prob.wear * np.sum(np.abs(P) * prob.dur[None, :]))
+    scale = 1e-6 * max(1.0, float(np.sum(prob.cap)))
+    return (round(dep / scale), round(sk / scale), cost)
+
+
+def best_greedy(prob: Problem) -> tuple[np.ndarray, str]:
+    """The better of the two event-aware greedy variants (charging toward the
+    need inside commitments as soon as possible, or only when forced)."""
+    cands = [(plan_rule(prob, "greedy", False), "greedy"), (plan_rule(prob, "greedy", True), "greedy-alap")]
+    return min(cands, key=lambda c: _score(prob, c[0]))
+
+
 def _site_limited_bound(prob: Problem, fleet: FleetArrays, durations: np.ndarray) -> np.ndarray:
     per = lowest_import_kw(fleet, durations, per_ev=True)  # (N, T)
     if not np.isfinite(prob.site_exp).any():
@@ -112,17 +134,27 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
             if method == "lp":
                 P = split_equal(res.power, labels, K)
             else:
+                # portfolio: the split cluster plan and the event-aware greedy
+                # plans are all feasible; keep the best
                 P = split_plan(prob, labels, K, res.power)
+                G, gname = best_greedy(prob)
+                if _score(prob, G) < _score(prob, P):
+                    P = G
+                    notes.append(f"cluster portfolio: {gname} plan beat the split cluster plan")
+                    method = f"cluster/{gname}"
             split_s = time.perf_counter() - t1
         else:
             notes.append(f"{method} solver status {res.status} within {options.time_budget_s:g} s: greedy fallback")
             t1 = time.perf_counter()
-            P = plan_rule(prob, "greedy")
+            P, _ = best_greedy(prob)
             split_s = time.perf_counter() - t1
             method = "greedy-fallback"
     else:
         t1 = time.perf_counter()
-        P = plan_rule(prob, method)
+        if method == "greedy":
+            P, _ = best_greedy(prob)
+        else:
+            P = plan_rule(prob, method)
         solve_s = time.perf_counter() - t1
 
     # ---- sanitize and report ---------------------------------------------------------

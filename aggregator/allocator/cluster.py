@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .heuristics import commitment_blocks, enforce_site_limits, event_lower
+from .heuristics import commitment_blocks, enforce_site_limits, event_lower, event_reduce
 from .horizon import Problem, power_band, step_energy
 from .lp import Units
 from .split import band_split, time_equalized_reduce
@@ -161,27 +161,26 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
         asap = np.maximum(0.0, emin[:, max(ref_t, t)] - e) / (prob.etac * prob.dur[t])
         base = np.clip(asap, lo, hi)
         want = unit_power[:, t]
-        # charging side: proportional to room
-        up = np.where(want > np.bincount(labels, weights=base, minlength=K), want, np.nan)
-        p = band_split(lo, hi, base, up, labels, K)
-        # export side: equalise remaining discharge time inside each unit
-        bsum = np.bincount(labels, weights=base, minlength=K)
-        amount = np.maximum(0.0, bsum - want)
-        if np.any(amount > 0):
-            ref = emin[:, T_end] if t < T else emin[:, t]
-            spare = (e - ref) * prob.etad
-            room = np.where(amount[labels] > 0, base - lo, 0.0)
-            x = time_equalized_reduce(spare, prob.pd * prob.frac[:, t], room, prob.dur[t], amount, labels, K)
-            p = np.where(amount[labels] > 0, base - x, p)
         if t < T and prob.committed[t]:
-            tgt = prob.target[t]
-            if p.sum() > tgt + 1e-9:
-                lower = event_lower(prob, t, e, lo, hi, block_end[t])
-                room = np.maximum(0.0, p - np.minimum(lower, p))
-                e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - block_end[t]))
-                x = time_equalized_reduce((e - e_req) * prob.etad, prob.pd * prob.frac[:, t], room, prob.dur[t],
-                                          p.sum() - tgt)
-                p = p - x
+            # inside a commitment: forced charging only, then the event-aware
+            # time-equalising rule from the state the unit plan prepared
+            p = np.clip(0.0, lo, hi)
+            excess = p.sum() - prob.target[t]
+            if excess > 1e-9:
+                p = p - event_reduce(prob, t, e, p, lo, hi, block_end[t], excess)
+        else:
+            # charging side: proportional to room
+            up = np.where(want > np.bincount(labels, weights=base, minlength=K), want, np.nan)
+            p = band_split(lo, hi, base, up, labels, K)
+            # export side: equalise remaining discharge time inside each unit
+            bsum = np.bincount(labels, weights=base, minlength=K)
+            amount = np.maximum(0.0, bsum - want)
+            if np.any(amount > 0):
+                ref = emin[:, T_end] if t < T else emin[:, t]
+                spare = (e - ref) * prob.etad
+                room = np.where(amount[labels] > 0, base - lo, 0.0)
+                x = time_equalized_reduce(spare, prob.pd * prob.frac[:, t], room, prob.dur[t], amount, labels, K)
+                p = np.where(amount[labels] > 0, base - x, p)
         p = enforce_site_limits(prob, p, lo, hi)
         P[:, t] = p
         e = np.clip(step_energy(e, p, prob.dur[t], prob.etac, prob.etad), np.minimum(prob.lb, e), prob.cap)

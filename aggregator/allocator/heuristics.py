@@ -26,6 +26,7 @@ import numpy as np
 from .horizon import Problem, power_band, step_energy
 from .split import band_split, time_equalized_reduce
 
+LAX = 0.5
 __all__ = ["plan_rule", "enforce_site_limits", "commitment_blocks", "event_lower"]
 
 
@@ -72,25 +73,45 @@ def event_reduce(prob: Problem, t: int, e: np.ndarray, p: np.ndarray, lo: np.nda
     rate = prob.pd * prob.frac[:, t] + np.maximum(p, 0.0)
     # least laxity first: an EV that leaves before the event ends must spend its share sooner
     h = np.clip(np.minimum(prob.dep, block_end_h) - prob.start[t], 0.0, None)
-    spare = spare - rate * np.maximum(0.0, h - prob.dur[t])
+    spare = spare - LAX * rate * np.maximum(0.0, h - prob.dur[t])
     return time_equalized_reduce(spare, rate, room, prob.dur[t], amount)
 
 
-def _precharge_goal(prob: Problem, block: tuple[int, int]) -> np.ndarray:
-    """Battery level to reach before an export block (>= 0; 0 = no pre-charge)."""
+PRECHARGE_MARGIN = 1.2
+
+
+def _precharge_goal(prob: Problem, block: tuple[int, int], e: np.ndarray, t_now: int) -> np.ndarray:
+    """Battery level to reach before an export block (0 = no pre-charge).
+
+    An EV can export over the block at most min(power x plugged hours,
+    spare energy); pre-charging helps only the energy-limited ones.  Every EV
+    gets the same fraction phi of its potential (what it could export if it
+    arrived at the block as full as charging until then allows), phi being
+    the least that covers the block's ask (with a small margin).
+    """
     a, b = block
     start_h, end_h = prob.start[a], prob.end[b - 1]
-    asked = float(np.sum(np.maximum(0.0, -prob.target[a:b]) * prob.dur[a:b]))  # grid kWh
+    asked = PRECHARGE_MARGIN * float(np.sum(np.maximum(0.0, -prob.target[a:b]) * prob.dur[a:b]))  # grid kWh
     if asked <= 0:
         return np.zeros(prob.n)
     h = np.clip(np.minimum(prob.dep, end_h) - start_h, 0.0, None)
     e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - end_h))
-    potential = np.minimum(prob.pd * h, np.maximum(0.0, prob.cap - e_req) * prob.etad)  # grid kWh
-    tot = potential.sum()
-    if tot <= 0:
-        return np.zeros(prob.n)
-    phi = min(1.0, asked / tot)
-    return np.where(h > 0, e_req + phi * potential / prob.etad, 0.0)
+    before = np.clip(np.minimum(prob.dep, start_h) - prob.start[t_now], 0.0, None)
+    reach = np.minimum(prob.cap, e + prob.etac * prob.pc * before)
+    pot = np.clip(np.minimum(prob.pd * h, (reach - e_req) * prob.etad), 0.0, None)   # grid kWh
+    cur = np.clip(np.minimum(prob.pd * h, (e - e_req) * prob.etad), 0.0, None)
+    if np.sum(np.maximum(cur, pot)) <= asked:
+        phi = 1.0
+    else:
+        lo, hi = 0.0, 1.0
+        for _ in range(30):
+            mid = 0.5 * (lo + hi)
+            if np.sum(np.maximum(cur, mid * pot)) >= asked:
+                hi = mid
+            else:
+                lo = mid
+        phi = hi
+    return np.where(h > 0, e_req + phi * pot / prob.etad, 0.0)
 
 
 def enforce_site_limits(prob: Problem, p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -123,8 +144,13 @@ def _desired(prob: Problem, t: int, e: np.ndarray, goal: np.ndarray, lo: np.ndar
     return np.minimum(hi, np.maximum(lo, want))
 
 
-def plan_rule(prob: Problem, rule: str = "greedy") -> np.ndarray:
-    """(N, Tx) average powers under `rule` in {"greedy", "proportional", "llf"}."""
+def plan_rule(prob: Problem, rule: str = "greedy", alap_in_events: bool = False) -> np.ndarray:
+    """(N, Tx) average powers under `rule` in {"greedy", "proportional", "llf"}.
+
+    With ``alap_in_events`` (greedy only) EVs charge toward their need inside a
+    commitment only as far as departure safety forces them (as late as
+    possible), leaving the commitment's power to exports.
+    """
     if rule not in ("greedy", "proportional", "llf"):
         raise ValueError(f"unknown rule {rule!r}")
     N, Tx, T = prob.n, prob.Tx, prob.T
@@ -146,9 +172,12 @@ def plan_rule(prob: Problem, rule: str = "greedy") -> np.ndarray:
         if rule == "greedy" and next_block[t] is not None:
             blk = next_block[t]
             if blk not in goals_cache:
-                goals_cache[blk] = _precharge_goal(prob, blk)
+                goals_cache[blk] = _precharge_goal(prob, blk, e, t)
             goal = np.maximum(goal, goals_cache[blk])
-        p = _desired(prob, t, e, goal, lo, hi)
+        if alap_in_events and t < T and prob.committed[t]:
+            p = np.clip(0.0, lo, hi)
+        else:
+            p = _desired(prob, t, e, goal, lo, hi)
         if t < T and prob.committed[t] and p.sum() > prob.target[t]:
             tgt = prob.target[t]
             if rule == "greedy":
