@@ -11,6 +11,7 @@ from pathlib import Path
 from aggregator.demo import DEFAULT_PROFILE_KW
 from aggregator.config import ConfigError, Settings, default_config_text, load_settings
 from aggregator.scenario import ScenarioError
+from aggregator.settlement.report import add_settle_arguments, run_settle
 
 
 def _demo(args, settings: Settings) -> int:
@@ -19,7 +20,7 @@ def _demo(args, settings: Settings) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not args.keep_database and settings.database.url.startswith("sqlite") and "V2X_DATABASE_URL" not in args.env:
+    if not args.keep_database and not args.database and "V2X_DATABASE_URL" not in args.env:
         database = out / "demo.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)
@@ -42,6 +43,7 @@ def _demo(args, settings: Settings) -> int:
     write_csv(summary, out / "demo_intervals.csv")
     write_png(summary, out / "demo_committed_vs_delivered.png")
     print(f"wrote {out / 'demo_intervals.csv'} and {out / 'demo_committed_vs_delivered.png'}")
+    print(f"settle it: v2x --database {settings.database.url} settle --event {summary.event_id}")
     if args.json:
         write_json(summary, Path(args.json))
         print(f"wrote {args.json}")
@@ -80,6 +82,7 @@ def _profile(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="v2x", description="V2G demand-response aggregator (OpenADR 2.0b VEN)")
     parser.add_argument("--config", help="config file (TOML); also V2X_CONFIG")
+    parser.add_argument("--database", help="database URL (overrides the config file and V2X_DATABASE_URL)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run one end-to-end DR event against a simulated VTN and fleet")
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval-seconds", type=float, default=15.0, help="interval length (default: 15)")
     demo.add_argument("--keep-database", action="store_true", help="use the configured database, not out/demo.db")
     demo.set_defaults(func=_demo)
+    settle = sub.add_parser("settle", help="settle an event or a season from the ledger (table, CSV, PNG, JSON)")
+    add_settle_arguments(settle)
+    settle.set_defaults(func=run_settle)
     config = sub.add_parser("config", help="validate and print the effective configuration")
     config.add_argument("--defaults", action="store_true", help="print the documented default config file")
     config.set_defaults(func=_config)
@@ -104,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import openleadr.client  # noqa: F401  (it sets its logger to INFO on import; quiet it after)
     logging.getLogger("openleadr").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
+    environ = dict(os.environ)
+    if args.database:
+        environ["V2X_DATABASE_URL"] = args.database
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, environ)
     except ConfigError as err:
         print(f"v2x: {err}", file=sys.stderr)
         return 2
