@@ -134,8 +134,9 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
             if method == "lp":
                 P = split_equal(res.power, labels, K)
             else:
-                # portfolio: the split cluster plan and the event-aware greedy
-                # plans are all feasible; keep the best
+                # portfolio: the split cluster plan and the two event-aware
+                # greedy plans are all feasible; keep the best by
+                # (departure shortfall, commitment shortfall, cost)
                 P = split_plan(prob, labels, K, res.power)
                 G, gname = best_greedy(prob)
                 if _score(prob, G) < _score(prob, P):

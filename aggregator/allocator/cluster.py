@@ -143,8 +143,15 @@ def split_equal(unit_power: np.ndarray, labels: np.ndarray, K: int) -> np.ndarra
     return unit_power[labels] / counts[labels, None]
 
 
-def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray) -> np.ndarray:
-    """(N, Tx) member powers realising the (K, Tx) unit plan as closely as possible."""
+def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray,
+               follow_units_in_commitments: bool = False) -> np.ndarray:
+    """(N, Tx) member powers realising the (K, Tx) unit plan as closely as possible.
+
+    Outside commitments members follow their unit's plan.  Inside commitments
+    either the same (``follow_units_in_commitments``) followed by a fleet-level
+    repair, or -- the default -- only forced charging plus the event-aware
+    time-equalising rule, starting from the state the unit plan prepared
+    (pre-charge)."""
     N, Tx, T = prob.n, prob.Tx, prob.T
     P = np.zeros((N, Tx))
     e = prob.e0.copy()
@@ -161,7 +168,7 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
         asap = np.maximum(0.0, emin[:, max(ref_t, t)] - e) / (prob.etac * prob.dur[t])
         base = np.clip(asap, lo, hi)
         want = unit_power[:, t]
-        if t < T and prob.committed[t]:
+        if t < T and prob.committed[t] and not follow_units_in_commitments:
             # inside a commitment: forced charging only, then the event-aware
             # time-equalising rule from the state the unit plan prepared
             p = np.clip(0.0, lo, hi)
@@ -181,6 +188,10 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
                 room = np.where(amount[labels] > 0, base - lo, 0.0)
                 x = time_equalized_reduce(spare, prob.pd * prob.frac[:, t], room, prob.dur[t], amount, labels, K)
                 p = np.where(amount[labels] > 0, base - x, p)
+            if t < T and prob.committed[t]:
+                excess = p.sum() - prob.target[t]
+                if excess > 1e-9:
+                    p = p - event_reduce(prob, t, e, p, lo, hi, block_end[t], excess)
         p = enforce_site_limits(prob, p, lo, hi)
         P[:, t] = p
         e = np.clip(step_energy(e, p, prob.dur[t], prob.etac, prob.etad), np.minimum(prob.lb, e), prob.cap)

@@ -9,7 +9,7 @@ limited to f times its charger limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class Problem:
     w_short: float         # objective weight per kWh of commitment shortfall
     w_dep: float           # per kWh of departure shortfall
     wear: float            # per grid kWh throughput
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def cmax(self) -> np.ndarray:  # (N, Tx)
@@ -59,6 +60,11 @@ class Problem:
         return self.pd[:, None] * self.frac
 
     def envelope(self) -> tuple[np.ndarray, np.ndarray]:
+        if "envelope" not in self.cache:
+            self.cache["envelope"] = self._envelope()
+        return self.cache["envelope"]
+
+    def _envelope(self) -> tuple[np.ndarray, np.ndarray]:
         """(emin, emax), each (N, Tx): bounds on the energy at the end of each interval.
 
         emax: full-power charging from t = 0 (and capacity).  emin: departure
@@ -77,8 +83,12 @@ class Problem:
 
     def charge_after(self) -> np.ndarray:
         """(N, Tx) battery kWh that max charging can still add after each interval ends."""
+        if "charge_after" in self.cache:
+            return self.cache["charge_after"]
         plugged_after = np.maximum(0.0, self.dep[:, None] - self.end[None, :])
-        return self.etac[:, None] * self.pc[:, None] * plugged_after
+        out = self.etac[:, None] * self.pc[:, None] * plugged_after
+        self.cache["charge_after"] = out
+        return out
 
 
 def tail_edges(horizon_end: float, last_departure: float, max_tail: int, typical: float) -> np.ndarray:

@@ -145,7 +145,7 @@ def horizon_view(prob: Problem) -> Problem:
     """The problem restricted to the caller's T intervals (no tail)."""
     T = prob.T
     return dataclasses.replace(prob, Tx=T, dur=prob.dur[:T], start=prob.start[:T], end=prob.end[:T],
-                               price=prob.price[:T], frac=prob.frac[:, :T])
+                               price=prob.price[:T], frac=prob.frac[:, :T], cache={})
 
 
 def split_inner(prob: Problem, labels: np.ndarray, Gc: np.ndarray, Gd: np.ndarray, r: np.ndarray,

@@ -55,10 +55,11 @@ def event_targets(T: int, dt_h: float, import_kw: float, start_h: float, end_h: 
     return Targets(np.full(T, dt_h), tgt, **kw)
 
 
-def max_feasible_level_kw(fleet: FleetArrays, targets_for_level, lo: float = 0.0, hi: float | None = None,
-                          iters: int = 14) -> float:
+def max_feasible_level_kw(fleet: FleetArrays, targets_for_level, lo: float | None = None, hi: float | None = None,
+                          iters: int = 16) -> float:
     """Largest export level L (kW) for which the closed-form bound shows no
-    unavoidable shortfall; ``targets_for_level(L)`` builds the Targets.
+    unavoidable shortfall; ``targets_for_level(L)`` builds the Targets.  L < 0
+    means the best the fleet can promise is an import ceiling of -L kW.
 
     Used by the benchmark to set commitments at the edge of what the fleet can
     do (where allocation quality matters most).  Bisection on
@@ -68,9 +69,11 @@ def max_feasible_level_kw(fleet: FleetArrays, targets_for_level, lo: float = 0.0
 
     if hi is None:
         hi = float(np.sum(fleet.max_discharge_kw)) + 1.0
+    if lo is None:
+        lo = -float(np.sum(fleet.max_charge_kw)) - 1.0
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        if shortfall_lower_bound_kwh(fleet, targets_for_level(mid)) > 1e-6 * max(mid, 1.0):
+        if shortfall_lower_bound_kwh(fleet, targets_for_level(mid)) > 1e-6 * max(abs(mid), 1.0):
             hi = mid
         else:
             lo = mid

@@ -1,0 +1,38 @@
+"""The large-fleet paths (binning, cluster LP, split, portfolio) on mid-size fleets."""
+
+import numpy as np
+import pytest
+
+from aggregator.allocator import AllocatorOptions, allocate
+from aggregator.allocator.bound import shortfall_lower_bound_kwh
+from aggregator.allocator.synthetic import event_targets, flat_targets, random_fleet
+
+from .test_properties import _check_physics
+
+
+def _unavoidable(f):
+    best = np.minimum(f.capacity_kwh, f.energy_kwh + f.eta_charge * f.max_charge_kw * f.departure_h)
+    return np.maximum(0.0, f.need_kwh - best)
+
+
+@pytest.mark.parametrize("targets", [flat_targets(16, 0.25, -900.0), event_targets(16, 0.25, -3000.0, 2, 4),
+                                     flat_targets(24, 0.5, 300.0)])
+@pytest.mark.parametrize("method", ["auto", "cluster", "greedy"])
+def test_large_fleet_paths_keep_invariants(targets, method):
+    f = random_fleet(600, seed=5, n_sites=2)
+    plan = allocate(f, targets, AllocatorOptions(method=method, cluster_bins=60))
+    assert plan.method.startswith("cluster") or plan.method == "greedy"
+    _check_physics(f, targets, plan)
+    # drivers are never left short beyond what charging flat out cannot fix
+    assert np.all(plan.departure_shortfall_kwh <= _unavoidable(f) + 1e-4)
+    prop = allocate(f, targets, AllocatorOptions(method="proportional"))
+    d = targets.durations_h
+    assert plan.shortfall_kwh(d) <= prop.shortfall_kwh(d) + 1e-6
+    assert plan.shortfall_kwh(d) >= shortfall_lower_bound_kwh(f, targets) - 1e-6
+
+
+def test_cluster_bins_respected_and_units_reported():
+    f = random_fleet(800, seed=2)
+    plan = allocate(f, flat_targets(16, 0.25, -1500.0), AllocatorOptions(method="cluster", cluster_bins=50))
+    assert 1 <= plan.n_clusters <= 80
+    assert plan.power_kw.shape == (800, 16)
