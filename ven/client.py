@@ -1,12 +1,16 @@
-"""Our VEN: openleadr does transport, registration, signing and report plumbing;
-this module adds what the library leaves to us:
+"""Our VEN: openleadr does transport, registration, signing and report plumbing
+(through the thin subclass in `ven.oadr`); the event semantics are ours:
 
-- handlers that never raise (a raising `on_event` poisons openleadr's client,
-  upstream issue #118): a malformed event or a failing handler becomes an
-  optOut for that event alone, with the reason logged;
-- translation into the domain `Event` before the aggregator sees anything;
-- a TELEMETRY_USAGE report of fleet real power (kW, positive = import);
-- start-up retry with exponential back-off and jitter while the VTN is down.
+- every distribute goes through `ven.engine.EventEngine` (rules, store, sink),
+  which never raises: a failure becomes an optOut, with the reason logged;
+- one oadrCreatedEvent per distribute, sent before the poll returns;
+- later opt changes (the fleet lost capability) are checked every
+  `opt_check_interval` and sent with the event's original requestID (rule 42);
+- reports: TELEMETRY_USAGE of fleet real power (powerReal, W with siScaleCode
+  k, positive = import) and TELEMETRY_STATUS (available discharge kW, stored
+  kWh, mean SoC %); queued reports survive a VTN outage, in order;
+- start-up retry with exponential back-off and jitter; the poll backs off on
+  errors; the venID and registrationID are kept in the database.
 """
 from __future__ import annotations
 
@@ -15,13 +19,16 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
-from openleadr import OpenADRClient, objects
+from openleadr import objects
 
+from ven.engine import EventEngine, EventSink
 from ven.event import Event
 from ven.measurements import real_power_kw
-from ven.translate import MalformedEvent, translate_event
+from ven.oadr import VenOpenADRClient
+from ven.rules import Identity
+from ven.store import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +39,47 @@ class VenUnavailable(RuntimeError):
     """The VTN could not be reached or refused registration within the retry budget."""
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class VenClient:
-    def __init__(self, vtn_url: str, ven_name: str, on_event: EventHandler, fleet_power_kw: Callable[[], float],
+    def __init__(self, vtn_url: str, ven_name: str, sink: EventSink, fleet_power_kw: Callable[[], float],
                  *, ven_id: str | None = None, report_sampling: timedelta = timedelta(seconds=5),
-                 metrics=None, client_options: dict | None = None):
-        self.on_event = on_event
+                 metrics=None, client_options: dict | None = None, store_engine=None,
+                 identity: Identity | None = None, fleet_status: Callable[[], object] | None = None,
+                 clock: Callable[[], datetime] | None = None, rng: random.Random | None = None,
+                 opt_check_interval: timedelta = timedelta(seconds=5)):
+        """`sink` is the application side (decide/apply/reevaluate, e.g. `EventIntake`).
+        Where not given, the store engine, clock, market context and fleet status are
+        taken from the sink (`sink.engine`, `sink.clock`, `sink.program`, `sink.dispatcher`)."""
         self.metrics = metrics
-        self.rejected: list[tuple[str, str]] = []   # (event id or '?', reason) of events we could not execute
-        self.client = OpenADRClient(ven_name=ven_name, vtn_url=vtn_url, ven_id=ven_id,
-                                    show_fingerprint=False, **(client_options or {}))
-        self.client.add_handler("on_event", self._handle)
-        self.client.add_handler("on_update_event", self._handle)
-        self.client.add_report(
-            callback=lambda: float(fleet_power_kw()), resource_id="fleet", measurement=real_power_kw(),
-            report_specifier_id="fleet-telemetry-usage", r_id="fleet-real-power",
-            sampling_rate=objects.SamplingRate(min_period=report_sampling, max_period=timedelta(hours=1),
-                                               on_change=False),
-            report_duration=timedelta(hours=24))
-        self._wrap_poll()
+        self.sink = sink
+        self.vtn_url = vtn_url
+        self.rejected: list[tuple[str, str]] = []   # (event id, reason) of events we answered with an error
+        clock = clock or getattr(sink, "clock", None) or _utc_now
+        store_engine = store_engine if store_engine is not None else getattr(sink, "engine", None)
+        self.store = EventStore(store_engine) if store_engine is not None else None
+        stored_ven_id, stored_registration = (self.store.identity(vtn_url) if self.store else (None, None))
+        ven_id = ven_id or stored_ven_id
+        if identity is None:
+            program = getattr(sink, "program", None)
+            contexts = frozenset({program.market_context}) if program is not None else frozenset()
+            identity = Identity(ven_id=ven_id, market_contexts=contexts)
+        self.identity = identity
+        self.engine = EventEngine(sink, identity, clock, store=self.store, rng=rng)
+        if fleet_status is None and getattr(sink, "dispatcher", None) is not None:
+            fleet_status = lambda: sink.dispatcher.status  # noqa: E731
+        self.fleet_status = fleet_status
+        self.opt_check_interval = opt_check_interval
+        self.client = VenOpenADRClient(ven_name=ven_name, vtn_url=vtn_url, ven_id=ven_id, show_fingerprint=False,
+                                       distribute_handler=self._on_distribute, on_poll_result=self._on_poll_result,
+                                       **(client_options or {}))
+        self.client.registration_id = None
+        self._stored_registration = stored_registration
+        self._wrap_registration()
+        self._add_reports(fleet_power_kw, report_sampling)
+        self._opt_task: asyncio.Task | None = None
 
     @property
     def ven_id(self) -> str | None:
@@ -59,60 +89,93 @@ class VenClient:
     def registration_id(self) -> str | None:
         return self.client.registration_id
 
-    async def _handle(self, raw: dict) -> str:
-        """openleadr's on_event/on_update_event: must always return optIn/optOut."""
+    @property
+    def events(self):
+        return self.engine.state
+
+    # -- reports -----------------------------------------------------------------------
+    def _add_reports(self, fleet_power_kw: Callable[[], float], sampling: timedelta) -> None:
+        rate = objects.SamplingRate(min_period=sampling, max_period=timedelta(hours=1), on_change=False)
+        self.client.add_report(
+            callback=lambda: float(fleet_power_kw()), resource_id="fleet", measurement=real_power_kw(),
+            report_specifier_id="fleet-telemetry-usage", r_id="fleet-real-power",
+            sampling_rate=rate, report_duration=timedelta(hours=24))
+        if self.fleet_status is None:
+            return
+        status = self.fleet_status
+        for r_id, report_type, read in (
+                ("available-discharge-kw", "upRegulationCapacityAvailable",
+                 lambda: float(status().available_export_kw)),
+                ("stored-energy-kwh", "storedEnergy", lambda: float(status().stored_energy_kwh)),
+                ("plugged-in-evs", "x-resourceStatus", lambda: float(status().plugged_in))):
+            self.client.add_report(
+                callback=read, resource_id="fleet", report_name="TELEMETRY_STATUS",
+                report_specifier_id="fleet-telemetry-status", r_id=r_id, report_type=report_type,
+                reading_type="x-notApplicable", sampling_rate=rate, report_duration=timedelta(hours=24))
+
+    # -- events --------------------------------------------------------------------------
+    async def _on_distribute(self, request_id: str, raw_events: list[dict]) -> list[dict]:
         started = time.perf_counter()
-        event_id = "?"
-        try:
-            event_id = raw.get("event_descriptor", {}).get("event_id", "?")
-            event = translate_event(raw)
-            decision = await self.on_event(event)
-            if decision not in ("optIn", "optOut"):
-                log.error("event handler returned %r for %s; answering optOut", decision, event_id)
-                decision = "optOut"
-        except MalformedEvent as err:
-            log.error("malformed event %s, answering optOut: %s", event_id, err)
-            self.rejected.append((event_id, str(err)))
-            decision = "optOut"
-        except Exception as err:  # never let openleadr see an exception (issue #118)
-            log.exception("event handler failed for %s, answering optOut", event_id)
-            self.rejected.append((event_id, f"{err.__class__.__name__}: {err}"))
-            decision = "optOut"
+        responses = self.engine.on_distribute(request_id, raw_events)
+        for response in responses:
+            if response.response_code != 200:
+                self.rejected.append((response.event_id, response.response_description))
         if self.metrics is not None:
             self.metrics.ven_response_latency.observe(time.perf_counter() - started)
-        return decision
+        return [r.as_openleadr() for r in responses]
 
-    def _wrap_poll(self) -> None:
-        """Time each poll and track whether the VTN answers (for /metrics)."""
-        original = self.client.poll
+    async def _opt_watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.opt_check_interval.total_seconds())
+            await self.check_opt_changes()
 
-        async def timed_poll():
-            started = time.perf_counter()
-            try:
-                response_type, payload = await original()
-            except Exception as err:  # e.g. an empty body from the VTN: openleadr cannot unpack it
-                log.warning("poll failed: %s: %s", err.__class__.__name__, err)
-                response_type, payload = None, {}
-            if self.metrics is not None:
-                self.metrics.ven_poll_latency.observe(time.perf_counter() - started)
-                self.metrics.ven_connected.set(1 if response_type is not None else 0)
-                if response_type is not None:
-                    self.metrics.ven_last_poll.set(time.time())
-            return response_type, payload
+    async def check_opt_changes(self) -> None:
+        try:
+            for response in self.engine.opt_changes():
+                await self.client.created_event(response.request_id, response.event_id, response.opt_type,
+                                                response.modification_number)
+        except Exception:  # the watcher must survive anything
+            log.exception("opt-change check failed")
 
-        self.client.poll = timed_poll
+    # -- transport and identity -------------------------------------------------------------
+    def _on_poll_result(self, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.ven_connected.set(1 if ok else 0)
+            if ok:
+                self.metrics.ven_last_poll.set(time.time())
+
+    def _wrap_registration(self) -> None:
+        """Re-register with the stored registrationID, and store what the VTN assigns."""
+        original = self.client.create_party_registration
+
+        async def create_party_registration(*args, **kwargs):
+            if kwargs.get("registration_id") is None and self._stored_registration:
+                kwargs["registration_id"] = self._stored_registration
+            result = await original(*args, **kwargs)
+            if self.client.registration_id and self.store is not None:
+                self.store.save_identity(self.vtn_url, self.client.ven_id, self.client.registration_id)
+                self._stored_registration = self.client.registration_id
+            if self.client.ven_id:
+                self.engine.identity = self.identity = _with_ven_id(self.identity, self.client.ven_id)
+            return result
+
+        self.client.create_party_registration = create_party_registration
 
     async def start(self, attempts: int = 8, first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
         """Register (retrying with exponential back-off and full jitter) and start polling."""
         delay = first_delay_s
         for attempt in range(1, attempts + 1):
             self.client.client_session = None   # a failed run() closed it; start a fresh one
-            await self.client.run()
+            try:
+                await self.client.run()
+            except Exception as err:
+                log.warning("registration attempt failed: %s: %s", err.__class__.__name__, err)
             if self.client.registration_id:
                 log.info("registered at the VTN as ven_id=%s (registration %s)", self.client.ven_id,
                          self.client.registration_id)
                 if self.metrics is not None:
                     self.metrics.ven_connected.set(1)
+                self._opt_task = asyncio.get_running_loop().create_task(self._opt_watch())
                 return
             if attempt == attempts:
                 break
@@ -124,7 +187,15 @@ class VenClient:
         raise VenUnavailable(f"could not register at {self.client.vtn_url} after {attempts} attempts")
 
     async def stop(self) -> None:
+        if self._opt_task is not None:
+            self._opt_task.cancel()
+            self._opt_task = None
         try:
             await self.client.stop()
         except Exception:  # stopping must not mask the reason we stop
             log.debug("error while stopping the openleadr client", exc_info=True)
+
+
+def _with_ven_id(identity: Identity, ven_id: str) -> Identity:
+    from dataclasses import replace
+    return replace(identity, ven_id=ven_id)

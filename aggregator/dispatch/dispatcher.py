@@ -35,6 +35,7 @@ from aggregator.store.models import MeterReading, PlugSession, SetpointRecord, V
 
 log = logging.getLogger(__name__)
 KWH_TO_J = 3.6e6
+NEAR = timedelta(minutes=5)   # an event this close to its start is 'near'
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Dispatcher:
         self._last_meter: datetime | None = None
         self._last_plan_at: datetime | None = None
         self._replan = True
+        self._event_energy: dict[str, list[float]] = {}   # event_id -> [committed kWh, delivered kWh]
 
     # -- fleet and commitments -------------------------------------------------
     def plug_in(self, spec: VehicleSpec, session: PlugIn, charger: Charger, energy_kwh: float) -> None:
@@ -160,8 +162,11 @@ class Dispatcher:
         early before an interval that asks for more export, on time otherwise."""
         out = {}
         for t in {t for c in self.all_commitments() for t in (c.start, c.end)}:
+            following = self.committed_at(t)
             more_export = self._ceiling_at(t) < self._ceiling_at(t - timedelta(microseconds=1))
-            out[t] = t - self.response_lead if more_export else t
+            # never lead by more than a quarter of the interval being led into
+            lead = min(self.response_lead, (following.end - following.start) / 4) if following else timedelta(0)
+            out[t] = t - lead if more_export else t
         return out
 
     def _ceiling_at(self, t: datetime) -> float:
@@ -210,8 +215,11 @@ class Dispatcher:
             exported = max(0.0, reading.energy_export_kwh - previous.energy_export_kwh) * KWH_TO_J
             self.metrics.import_energy.inc(imported)
             self.metrics.export_energy.inc(exported)
-            if self.committed_at(reading.ts) is not None:
+            committed = self.committed_at(reading.ts)
+            if committed is not None:
                 self.metrics.delivered_energy.labels(program=self.program_label).inc(max(0.0, exported - imported))
+                tally = self._event_energy.setdefault(self._event_of(committed) or "?", [0.0, 0.0])
+                tally[1] += (exported - imported) / KWH_TO_J
         member.reading = reading
         self._pending_rows.append(MeterReading(
             source=reading.charger_id, ts=reading.ts, energy_import_kwh=reading.energy_import_kwh,
@@ -300,8 +308,23 @@ class Dispatcher:
         self.status.available_export_kw = available
         self.metrics.available_discharge_watts.set(available * 1e3)
         if committed is not None and self._last_step is not None:
-            dt = (now - self._last_step).total_seconds()
-            self.metrics.committed_energy.labels(program=self.program_label).inc(committed_export * 1e3 * max(0.0, dt))
+            dt = max(0.0, (now - self._last_step).total_seconds())
+            self.metrics.committed_energy.labels(program=self.program_label).inc(committed_export * 1e3 * dt)
+            tally = self._event_energy.setdefault(self._event_of(committed) or "?", [0.0, 0.0])
+            tally[0] += committed_export * dt / 3600
+            if tally[0] > 0:
+                self.metrics.performance_ratio.labels(program=self.program_label).set(tally[1] / tally[0])
+        self.metrics.set_event_state(self._event_state(now))
+
+    def _event_state(self, now: datetime) -> str:
+        """OpenADR-style state of the most urgent commitment: active, near (< 5 min), far, or idle."""
+        intervals = self.all_commitments()
+        if any(c.start <= now < c.end for c in intervals):
+            return "active"
+        upcoming = [c.start for c in intervals if c.start > now]
+        if not upcoming:
+            return "idle"
+        return "near" if min(upcoming) - now <= NEAR else "far"
 
     # -- persistence -----------------------------------------------------------
     def _close_session(self, member: _Member, now: datetime, energy: float) -> None:
