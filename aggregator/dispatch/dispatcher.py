@@ -192,6 +192,7 @@ class Dispatcher:
             self._replan = True
 
     async def _read_meters(self, now: datetime) -> None:
+        net_export_kwh = 0.0
         for member in self.members.values():
             try:
                 reading = await member.charger.read()
@@ -205,26 +206,37 @@ class Dispatcher:
                 log.info("charger %s answers again", member.charger.charger_id)
                 member.connected = True
                 self._replan = True
-            self._record_reading(member, reading)
+            net_export_kwh += self._record_reading(member, reading)
+        if self._last_meter is not None:
+            self._count_event_delivery(self._last_meter + (now - self._last_meter) / 2, net_export_kwh)
         self._last_meter = now
 
-    def _record_reading(self, member: _Member, reading: ChargerReading) -> None:
+    def _record_reading(self, member: _Member, reading: ChargerReading) -> float:
+        """Queue the reading for the ledger; returns its net export since the last one, kWh."""
         previous = member.reading
+        net_export_kwh = 0.0
         if previous is not None:
-            imported = max(0.0, reading.energy_import_kwh - previous.energy_import_kwh) * KWH_TO_J
-            exported = max(0.0, reading.energy_export_kwh - previous.energy_export_kwh) * KWH_TO_J
-            self.metrics.import_energy.inc(imported)
-            self.metrics.export_energy.inc(exported)
-            committed = self.committed_at(reading.ts)
-            if committed is not None:
-                self.metrics.delivered_energy.labels(program=self.program_label).inc(max(0.0, exported - imported))
-                tally = self._event_energy.setdefault(self._event_of(committed) or "?", [0.0, 0.0])
-                tally[1] += (exported - imported) / KWH_TO_J
+            imported = max(0.0, reading.energy_import_kwh - previous.energy_import_kwh)
+            exported = max(0.0, reading.energy_export_kwh - previous.energy_export_kwh)
+            self.metrics.import_energy.inc(imported * KWH_TO_J)
+            self.metrics.export_energy.inc(exported * KWH_TO_J)
+            net_export_kwh = exported - imported
         member.reading = reading
         self._pending_rows.append(MeterReading(
             source=reading.charger_id, ts=reading.ts, energy_import_kwh=reading.energy_import_kwh,
             energy_export_kwh=reading.energy_export_kwh, power_kw=reading.power_kw, soc_pct=reading.soc_pct))
         self.metrics.last_telemetry.set(reading.ts.timestamp())
+        return net_export_kwh
+
+    def _count_event_delivery(self, middle: datetime, net_export_kwh: float) -> None:
+        """Fleet net export since the last read counts for the commitment in force in the
+        middle of that span (meters are read on every boundary, so a span does not cross one)."""
+        committed = self.committed_at(middle)
+        if committed is None:
+            return
+        self.metrics.delivered_energy.labels(program=self.program_label).inc(max(0.0, net_export_kwh) * KWH_TO_J)
+        tally = self._event_energy.setdefault(self._event_of(committed) or "?", [0.0, 0.0])
+        tally[1] += net_export_kwh
 
     def _energy_of(self, member: _Member) -> float:
         if member.reading is None:
