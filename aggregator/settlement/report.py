@@ -209,7 +209,7 @@ def format_table(report: SettleReport, labels: LabelConvention | str = LabelConv
         out.write(f"  {'uid':>3}  {'label':<10} {'start (UTC)':<20} {'committed kW':>12} "
                   f"{'delivered kW':>12} {'ratio':>6} {'coverage':>8}\n")
         for r in s.intervals:
-            out.write(f"  {r.uid:>3}  {r.label(labels):<10} {r.start:%Y-%m-%d %H:%M}     {_f(r.committed_kw):>12} "
+            out.write(f"  {r.uid:>3}  {r.label(labels):<10} {r.start:%Y-%m-%d %H:%M:%S}  {_f(r.committed_kw):>12} "
                       f"{_f(r.delivered_kw):>12} {_f(r.ratio, 3):>6} {r.coverage:>8.2f}\n")
     if report.season is not None:
         season = report.season

@@ -81,3 +81,13 @@ def test_demo_command_exits_zero_and_writes_its_outputs(tmp_path):
     assert summary["drivers_stranded"] == []
     assert (out / "demo_intervals.csv").read_text().count("\n") == 3
     assert (out / "demo_committed_vs_delivered.png").read_bytes()[:4] == b"\x89PNG"
+    # the demo's ledger settles with `v2x settle` to the same metered delivery
+    settle = subprocess.run(
+        [sys.executable, "-m", "aggregator.cli", "--database", f"sqlite:///{out / 'demo.db'}", "settle",
+         "--event", summary["event_id"], "--json", str(tmp_path / "settle.json"), "--png", str(tmp_path / "s.png")],
+        env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+    assert settle.returncode == 0, settle.stderr[-2000:]
+    settled = json.loads((tmp_path / "settle.json").read_text())
+    (event,) = settled["settlements"]
+    assert event["totals"]["ratio"] == pytest.approx(summary["performance_ratio"], rel=1e-3)
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
