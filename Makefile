@@ -21,8 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python bench/allocator_bench.py
+bench: $(STAMP)  ## benchmark tables (minutes; not part of the tests)
+	$(BIN)/v2x bench allocator
 
 clean:
 	rm -rf $(VENV) out *.egg-info

@@ -61,6 +61,11 @@ def _demo(args, settings: Settings) -> int:
     return 0
 
 
+def _bench(args, settings: Settings) -> int:
+    from aggregator.allocator import benchmark
+    return benchmark.main(args.bench_args)
+
+
 def _config(args, settings: Settings) -> int:
     if args.defaults:
         print(default_config_text())
@@ -96,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     settle = sub.add_parser("settle", help="settle an event or a season from the ledger (table, CSV, PNG, JSON)")
     add_settle_arguments(settle)
     settle.set_defaults(func=run_settle)
+    bench = sub.add_parser("bench", help="benchmarks (print tables; not tests)")
+    bench.add_argument("what", choices=["allocator"], help="what to benchmark")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark (e.g. --quick)")
+    bench.set_defaults(func=_bench)
     config = sub.add_parser("config", help="validate and print the effective configuration")
     config.add_argument("--defaults", action="store_true", help="print the documented default config file")
     config.set_defaults(func=_config)

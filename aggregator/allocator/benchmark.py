@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Allocator benchmark: prints one table (not part of the pytest suite).
 
-    python bench/allocator_bench.py            # full run (N = 100 ... 100,000)
-    python bench/allocator_bench.py --quick    # N = 100 and 1,000 only
+    v2x bench allocator            # full run (N = 100 ... 100,000), also `make bench`
+    v2x bench allocator --quick    # N = 100 and 1,000 only
 
 For every fleet size N and horizon T (15-minute intervals) and two scenarios
 
@@ -44,15 +44,9 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from aggregator.allocator import AllocatorOptions, allocate  # noqa: E402
-from aggregator.allocator.bound import shortfall_lower_bound_kwh  # noqa: E402
-from aggregator.allocator.synthetic import (event_targets, flat_targets, max_feasible_level_kw,  # noqa: E402
-                                            random_fleet)
+from aggregator.allocator import AllocatorOptions, allocate
+from aggregator.allocator.bound import shortfall_lower_bound_kwh
+from aggregator.allocator.synthetic import event_targets, flat_targets, max_feasible_level_kw, random_fleet
 
 DT = 0.25
 FULL = [(100, 16), (1_000, 16), (10_000, 16), (100_000, 16), (1_000, 96), (10_000, 96)]
@@ -185,7 +179,7 @@ def main(argv=None) -> int:
     print(HEADER)
     all_rows = []
     for n, T in configs:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), str(T), "--repeats", str(args.repeats),
+        cmd = [sys.executable, "-m", "aggregator.allocator.benchmark", "--worker", str(n), str(T), "--repeats", str(args.repeats),
                "--full-lp-max", str(args.full_lp_max), "--load", str(args.load), "--seed", str(args.seed),
                "--lp-budget", str(args.lp_budget)]
         res = subprocess.run(cmd, capture_output=True, text=True)
