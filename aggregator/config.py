@@ -49,6 +49,7 @@ class DatabaseSettings(_Strict):
 class ProgramSettings(_Strict):
     """How a DR program's signals become fleet import targets."""
     market_context: str = "http://utility.example/programs/v2x-summer"
+    timezone: str = "America/New_York"   # local time of the program: event windows, baselines, DST
     # LOAD_DISPATCH values: "negative" means a value < 0 asks for export (our
     # own sign: positive = import); "positive" means a value > 0 is the export asked.
     export_sign: Literal["negative", "positive"] = "positive"
@@ -60,6 +61,16 @@ class ProgramSettings(_Strict):
     # Opt out when the fleet's closed-form export bound covers less than this
     # share of what an event asks (best effort above it, shortfall reported).
     min_coverage_to_opt_in: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone") from None
+        return value
 
     @field_validator("simple_level_export_kw")
     @classmethod

@@ -306,7 +306,8 @@ def add_settle_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--csv", metavar="PATH", help="write per-interval rows as CSV")
     parser.add_argument("--png", metavar="PATH", help="plot committed vs delivered as PNG")
     parser.add_argument("--json", metavar="PATH", help="write the full results as JSON")
-    parser.add_argument("--timezone", default=SettleOptions.timezone, help="program timezone (IANA name)")
+    parser.add_argument("--timezone", default=None,
+                        help="program timezone, IANA name (default: program.timezone from the configuration)")
     parser.add_argument("--labels", choices=[c.value for c in LabelConvention],
                         default=LabelConvention.HOUR_BEGINNING.value, help="interval labels")
     parser.add_argument("--baseline", choices=sorted(PRESETS), default=None,
@@ -334,6 +335,8 @@ def run_settle(args: argparse.Namespace, settings, *, out=None, err=None,
 
     out = out or sys.stdout
     err = err or sys.stderr
+    if args.timezone is None:
+        args.timezone = settings.program.timezone
     try:
         ZoneInfo(args.timezone)
     except Exception:

@@ -33,6 +33,7 @@ def test_environment_overrides_file(tmp_path):
     ('[program]\nexport_sign = "sideways"\n', "program.export_sign"),
     ('[program]\nsimple_level_export_kw = { "4" = 10.0 }\n', "program.simple_level_export_kw"),
     ('[ven]\nvtn_url = "ftp://x"\n', "ven.vtn_url"),
+    ('[program]\ntimezone = "Mars/Olympus"\n', "program.timezone"),
 ])
 def test_bad_keys_and_values_are_named(tmp_path, text, named):
     path = tmp_path / "v2x.toml"
