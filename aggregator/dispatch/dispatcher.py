@@ -266,9 +266,10 @@ class Dispatcher:
         self.metrics.solve_seconds.labels(method=plan.method if plan else "failed").observe(time.perf_counter() - started)
         for error in (plan.errors if plan else ()):
             log.error("vehicle left out of the plan: %s", error)
-        # the command while plugged in (an EV leaving mid-interval gets its average over less time)
-        commands = plan.setpoint_kw if plan is not None and plan.setpoint_kw is not None else getattr(plan, "power_kw", None)
-        setpoints = commands[:, 0] if commands is not None else np.zeros(len(states))
+        if plan is None:
+            setpoints = np.zeros(len(states))
+        else:  # the command while plugged in (an EV leaving mid-interval averages less over the interval)
+            setpoints = (plan.setpoint_kw if plan.setpoint_kw is not None else plan.power_kw)[:, 0]
         rows = []
         for state, kw in zip(states, setpoints):
             member = self.members[state.spec.id]
