@@ -74,6 +74,7 @@ class VenClient:
         self.opt_check_interval = opt_check_interval
         self.client = VenOpenADRClient(ven_name=ven_name, vtn_url=vtn_url, ven_id=ven_id, show_fingerprint=False,
                                        distribute_handler=self._on_distribute, on_poll_result=self._on_poll_result,
+                                       on_report_sent=self._on_report_sent,
                                        **(client_options or {}))
         self.client.registration_id = None
         self._stored_registration = stored_registration
@@ -122,6 +123,7 @@ class VenClient:
                 self.rejected.append((response.event_id, response.response_description))
         if self.metrics is not None:
             self.metrics.ven_response_latency.observe(time.perf_counter() - started)
+        self._count_events()
         return [r.as_openleadr() for r in responses]
 
     async def _opt_watch(self) -> None:
@@ -134,15 +136,31 @@ class VenClient:
             for response in self.engine.opt_changes():
                 await self.client.created_event(response.request_id, response.event_id, response.opt_type,
                                                 response.modification_number)
+            self._count_events()
         except Exception:  # the watcher must survive anything
             log.exception("opt-change check failed")
 
     # -- transport and identity -------------------------------------------------------------
-    def _on_poll_result(self, ok: bool) -> None:
+    def _on_poll_result(self, ok: bool, seconds: float) -> None:
         if self.metrics is not None:
+            self.metrics.ven_poll_latency.observe(seconds)
             self.metrics.ven_connected.set(1 if ok else 0)
             if ok:
                 self.metrics.ven_last_poll.set(time.time())
+
+    def _on_report_sent(self, values: int) -> None:
+        if self.metrics is not None:
+            self.metrics.reports_sent.inc(values)
+
+    def _count_events(self) -> None:
+        if self.metrics is None:
+            return
+        counts = {"optIn": 0, "optOut": 0}
+        for stored in self.engine.state.values():
+            if not stored.cancelled and stored.status(self.engine.clock()) != "completed":
+                counts[stored.opt_state] = counts.get(stored.opt_state, 0) + 1
+        for opt, count in counts.items():
+            self.metrics.events_known.labels(opt=opt).set(count)
 
     def _wrap_registration(self) -> None:
         """Re-register with the stored registrationID, and store what the VTN assigns."""
