@@ -14,7 +14,9 @@ greedy        event-aware: inside a commitment the fleet lowers its power from
               is equalised, see `split.time_equalized_reduce`; EVs leaving
               before the event ends get priority through LAX).  Before an
               export event EVs pre-charge toward the level at which they stop
-              being energy-limited (`_precharge_goal`).  This is the solver's
+              being energy-limited (`_precharge_goal`).  Under an import
+              ceiling charging is cut least-laxity first and EVs with surplus
+              energy export it to let the others charge.  This is the solver's
               fallback and part of the cluster portfolio.
 proportional  inside a commitment the ceiling is split in proportion to each
               EV's discharge limit (or charging is scaled down pro rata),
@@ -75,7 +77,36 @@ def event_reduce(prob: Problem, t: int, e: np.ndarray, p: np.ndarray, lo: np.nda
                  block_end_h: float, amount: float) -> np.ndarray:
     """How much each EV lowers its power in interval t of a commitment (sums to
     `amount` where possible): only energy replaceable after the event, drawn
-    from the EVs that could keep exporting longest first (time-equalising)."""
+    from the EVs that could keep exporting longest first (time-equalising).
+
+    Under an import ceiling (peak shaving) charging is cut instead, least
+    laxity first: the cut equalises every charging EV's laxity -- hours to
+    departure minus hours of full-power charging its need still takes -- so
+    the EVs that can wait longest wait.  EVs with energy above what their
+    departure needs first export an even share of that surplus per hour they
+    stay, which lets the others charge more under the same ceiling."""
+    if prob.target[t] < 0:
+        return _export_reduce(prob, t, e, p, lo, block_end_h, amount)
+    floor = np.maximum(np.minimum(lo, p), 0.0)
+    stay = np.maximum(prob.dep - prob.start[t], prob.dur[t])
+    surplus = np.maximum(0.0, e - np.maximum(prob.lb, prob.need)) * prob.etad
+    swap = np.clip(np.minimum(floor - lo, 2.0 * surplus / stay), 0.0, None)
+    if swap.sum() > amount:
+        swap *= amount / swap.sum()
+    amount -= float(swap.sum())
+    c_room = np.maximum(0.0, p - floor)
+    pc = np.maximum(prob.pc, 1e-9)
+    lax = np.maximum(0.0, prob.dep - prob.start[t]) - np.maximum(0.0, prob.need - e) / (prob.etac * pc)
+    cut = time_equalized_reduce(lax * pc, pc, c_room, prob.dur[t], min(amount, float(c_room.sum())))
+    amount -= float(cut.sum())
+    x = swap + cut
+    if amount > 1e-12:
+        x = x + _export_reduce(prob, t, e, p - x, lo, block_end_h, amount)
+    return x
+
+
+def _export_reduce(prob: Problem, t: int, e: np.ndarray, p: np.ndarray, lo: np.ndarray,
+                   block_end_h: float, amount: float) -> np.ndarray:
     room = np.maximum(0.0, p - np.minimum(lo, p))
     e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - block_end_h))
     spare = (e - e_req) * prob.etad + np.maximum(p, 0.0) * prob.dur[t]

@@ -161,3 +161,22 @@ def test_empty_targets_and_fleet():
     f = fleet(2)
     plan = allocate(f, Targets(np.zeros(0), np.zeros(0)))
     assert plan.power_kw.shape == (2, 0)
+
+
+def test_greedy_peak_shaving_lets_the_least_laxity_charge():
+    # 10 kW import ceiling: ev-0 must charge flat out in hours 0-2, ev-1 can wait until later
+    f = fleet(2, energy_kwh=np.array([10.0, 10.0]), need_kwh=np.array([30.0, 30.0]), floor_kwh=0.0,
+              departure_h=np.array([2.0, 8.0]), max_discharge_kw=0.0)
+    plan = allocate(f, Targets.flat(8, 1.0, 10.0), AllocatorOptions(method="greedy"))
+    assert np.all(plan.shortfall_kw <= 1e-6)
+    assert np.all(plan.departure_shortfall_kwh <= 1e-6)
+    assert plan.power_kw[0, :2] == pytest.approx([10.0, 10.0], abs=1e-6)
+
+
+def test_greedy_peak_shaving_uses_surplus_to_charge_the_others():
+    # zero import ceiling: ev-0 needs 10 kWh by 2 h, ev-1 has 10 kWh to spare and stays 4 h
+    f = fleet(2, energy_kwh=np.array([20.0, 40.0]), need_kwh=np.array([30.0, 30.0]), floor_kwh=0.0,
+              departure_h=np.array([2.0, 4.0]))
+    plan = allocate(f, Targets.flat(4, 1.0, 0.0), AllocatorOptions(method="greedy"))
+    assert np.all(plan.shortfall_kw <= 1e-6)
+    assert np.all(plan.departure_shortfall_kwh <= 1e-6)
