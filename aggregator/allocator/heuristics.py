@@ -14,7 +14,10 @@ greedy        event-aware: inside a commitment the fleet lowers its power from
               is equalised, see `split.time_equalized_reduce`; EVs leaving
               before the event ends get priority through LAX).  Before an
               export event EVs pre-charge toward the level at which they stop
-              being energy-limited (`_precharge_goal`).  Under an import
+              being energy-limited (`_precharge_goal`); inside an export
+              block (not alap) EVs follow the export schedule planned
+              backward from the block end (`blockplan.block_exports`), the
+              forward rule covering only what that schedule misses.  Under an import
               ceiling charging is cut least-laxity first and EVs with surplus
               energy export it to let the others charge.  This is the solver's
               fallback and part of the cluster portfolio.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blockplan import block_exports
 from .horizon import Problem, power_band, step_energy
 from .split import band_split, time_equalized_reduce
 
@@ -189,7 +193,9 @@ def plan_rule(prob: Problem, rule: str = "greedy", alap_in_events: bool = False)
 
     With ``alap_in_events`` (greedy only) EVs charge toward their need inside a
     commitment only as far as departure safety forces them (as late as
-    possible), leaving the commitment's power to exports.
+    possible), leaving the commitment's power to exports.  Otherwise (greedy
+    only) every block asking for export follows the schedule
+    `blockplan.block_exports` plans at its start.
     """
     if rule not in ("greedy", "proportional", "llf"):
         raise ValueError(f"unknown rule {rule!r}")
@@ -206,6 +212,8 @@ def plan_rule(prob: Problem, rule: str = "greedy", alap_in_events: bool = False)
         if not prob.committed[t]:
             next_block[t] = next(((a, b) for a, b in blocks if a > t), None)
     goals_cache: dict = {}
+    block_start = {a: (a, b) for a, b in blocks if np.any(prob.target[a:b] < 0)}
+    sched, sched_from = None, 0
     for t in range(Tx):
         lo, hi = power_band(prob, t, e, charge_after=ca)
         goal = prob.need
@@ -214,7 +222,16 @@ def plan_rule(prob: Problem, rule: str = "greedy", alap_in_events: bool = False)
             if blk not in goals_cache:
                 goals_cache[blk] = _precharge_goal(prob, blk, e, t)
             goal = np.maximum(goal, goals_cache[blk])
-        if alap_in_events and t < T and prob.committed[t]:
+        if rule == "greedy" and not alap_in_events and t in block_start:
+            a, b = block_start[t]
+            sched = block_exports(prob, a, b, e, ca)
+            sched_from = a
+        if sched is not None and t < T and prob.committed[t] and t - sched_from < sched.shape[1]:
+            p = np.where(sched[:, t - sched_from] > 0, -sched[:, t - sched_from], np.clip(0.0, lo, hi))
+            p = np.clip(p, lo, hi)
+            if p.sum() < prob.target[t]:
+                p = band_split(lo, np.maximum(p, _desired(prob, t, e, prob.need, lo, hi)), p, prob.target[t])
+        elif alap_in_events and t < T and prob.committed[t]:
             p = np.clip(0.0, lo, hi)
         else:
             p = _desired(prob, t, e, goal, lo, hi)
