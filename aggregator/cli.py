@@ -62,6 +62,9 @@ def _demo(args, settings: Settings) -> int:
 
 
 def _bench(args, settings: Settings) -> int:
+    if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (ven/bench.py)
+        from ven.bench import main as ven_bench
+        return ven_bench(args.bench_args)
     from aggregator.allocator import benchmark
     return benchmark.main(args.bench_args)
 
@@ -84,6 +87,29 @@ def _profile(text: str) -> list[float]:
     return values
 
 
+def _events(args, settings: Settings) -> int:
+    """The events the VEN knows (its event store), as a table or JSON."""
+    from aggregator.store.db import make_engine
+    from ven.listing import events_json, format_events, list_events
+    engine = make_engine(settings.database.url)
+    try:
+        events = list_events(engine)
+    finally:
+        engine.dispose()
+    print(events_json(events) if args.json else format_events(events))
+    return 0
+
+
+def _certs(args, settings: Settings) -> int:
+    """A development PKI (EC P-256): CA, VTN and VEN certificates and keys, with fingerprints."""
+    from ven.pki import create_dev_pki
+    pki = create_dev_pki(args.out, ven_name=settings.ven.ven_name, vtn_names=tuple(args.vtn_name))
+    print(f"wrote {pki.ca_cert}, {pki.vtn_cert} (+ key), {pki.ven_cert} (+ key) in {pki.folder}")
+    print(f"VTN certificate fingerprint: {pki.vtn_fingerprint}   (pin it in the VEN)")
+    print(f"VEN certificate fingerprint: {pki.ven_fingerprint}   (give it to the VTN operator)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="v2x", description="V2G demand-response aggregator (OpenADR 2.0b VEN)")
     parser.add_argument("--config", help="config file (TOML); also V2X_CONFIG")
@@ -102,9 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_settle_arguments(settle)
     settle.set_defaults(func=run_settle)
     bench = sub.add_parser("bench", help="benchmarks (print tables; not tests)")
-    bench.add_argument("what", choices=["allocator"], help="what to benchmark")
+    bench.add_argument("what", choices=["allocator", "ven"], help="what to benchmark")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark (e.g. --quick)")
     bench.set_defaults(func=_bench)
+    events = sub.add_parser("events", help="list the events the VEN knows (status, opt, intervals)")
+    events.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    events.set_defaults(func=_events)
+    certs = sub.add_parser("certs", help="create a development PKI (CA, VTN and VEN certificates, EC P-256)")
+    certs.add_argument("--out", default="pki", help="folder for the certificates and keys (default: pki)")
+    certs.add_argument("--vtn-name", action="append", default=[], help="extra DNS name for the VTN certificate")
+    certs.set_defaults(func=_certs)
     config = sub.add_parser("config", help="validate and print the effective configuration")
     config.add_argument("--defaults", action="store_true", help="print the documented default config file")
     config.set_defaults(func=_config)

@@ -98,7 +98,8 @@ class VenClient:
     def _add_reports(self, fleet_power_kw: Callable[[], float], sampling: timedelta) -> None:
         rate = objects.SamplingRate(min_period=sampling, max_period=timedelta(hours=1), on_change=False)
         self.client.add_report(
-            callback=lambda: float(fleet_power_kw()), resource_id="fleet", measurement=real_power_kw(),
+            # scale must be passed again: add_report overwrites the measurement's scale with its own default
+            callback=lambda: float(fleet_power_kw()), resource_id="fleet", measurement=real_power_kw(), scale="k",
             report_specifier_id="fleet-telemetry-usage", r_id="fleet-real-power",
             sampling_rate=rate, report_duration=timedelta(hours=24))
         if self.fleet_status is None:

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 DistributeHandler = Callable[[str, list[dict]], Awaitable[list[dict]]]
 
 
+class UnsignedMessage(ValueError):
+    """A message without an XML signature from a VTN whose signatures we require."""
+
+
 class Backoff:
     """Exponential back-off with full jitter; `ready()` says whether to try now."""
 
@@ -55,13 +59,15 @@ class Backoff:
 
 class VenOpenADRClient(OpenADRClient):
     def __init__(self, *args, distribute_handler: DistributeHandler, on_poll_result=None, on_report_sent=None,
-                 max_backoff_s: float = 300.0, **kwargs):
+                 max_backoff_s: float = 300.0, tls_fingerprint: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.tls_fingerprint = tls_fingerprint     # pin the VTN's TLS certificate (openleadr form)
         self.distribute_handler = distribute_handler
         self.on_poll_result = on_poll_result       # called with (ok, seconds the poll took)
         self.on_report_sent = on_report_sent       # called with the number of values the VTN took
         self.poll_backoff = Backoff(1.0, max_backoff_s)
         self.report_retry = Backoff(0.5, 30.0)
+        self.skipped_polls = 0                      # scheduled polls left out while backing off
         self.rejected_messages: list[str] = []      # why incoming messages were refused (schema, signature, replay)
 
     # -- events --------------------------------------------------------------------
@@ -92,6 +98,7 @@ class VenOpenADRClient(OpenADRClient):
     # -- polling ----------------------------------------------------------------------
     async def _poll(self):
         if not self.poll_backoff.ready():
+            self.skipped_polls += 1
             return
         started = time.perf_counter()
         try:
@@ -173,6 +180,22 @@ class VenOpenADRClient(OpenADRClient):
             return
 
     # -- transport --------------------------------------------------------------------
+    def _peer_pinned(self, response) -> bool:
+        """The VTN's TLS certificate has the pinned fingerprint."""
+        transport = response.connection.transport if response.connection is not None else None
+        if transport is None:   # a short body is read at once and the connection handed back to the pool
+            protocol = getattr(response, "_protocol", None)
+            transport = getattr(protocol, "transport", None)
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        seen = utils.certificate_fingerprint_from_der(der) if der else None
+        if seen != self.tls_fingerprint:
+            reason = f"VTN TLS certificate fingerprint {seen} is not the pinned {self.tls_fingerprint}"
+            self.rejected_messages.append(reason)
+            log.error("refused the connection: %s", reason)
+            return False
+        return True
+
     async def _perform_request(self, service, message):
         """openleadr's request, with every refused incoming message logged on our logger
         and counted. A refused message never reaches the handlers, so it changes nothing."""
@@ -181,6 +204,8 @@ class VenOpenADRClient(OpenADRClient):
         try:
             await self._execute_hooks("before_send_xml", utils.ensure_str(message))
             async with self.client_session.post(url, data=message) as req:
+                if self.tls_fingerprint and not self._peer_pinned(req):
+                    return None, {}
                 content = await req.read()
                 if req.status != 200:
                     log.warning("VTN answered HTTP %s to %s", req.status, service)
@@ -193,6 +218,8 @@ class VenOpenADRClient(OpenADRClient):
         try:
             tree = validate_xml_schema(content)
             if self.vtn_fingerprint:
+                if tree.find(".//{http://www.w3.org/2000/09/xmldsig#}Signature") is None:
+                    raise UnsignedMessage("unsigned message while signatures are required")
                 validate_xml_signature(tree, cert_fingerprint=self.vtn_fingerprint)
             message_type, payload = parse_message(content)
             await self._execute_hooks("after_parse_xml", message_type, payload)

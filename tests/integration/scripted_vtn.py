@@ -12,7 +12,9 @@ also checks the VEN's signature on every message.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -35,6 +37,29 @@ NS = {
 }
 XMLNS = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items())
 PATH = "/OpenADR2/Simple/2.0b"
+_PKI = None
+
+
+def secure_by_default() -> bool:
+    """V2X_TEST_SECURE=1 runs every scripted-VTN test over mutual TLS with signed messages."""
+    return os.environ.get("V2X_TEST_SECURE") == "1"
+
+
+def dev_pki():
+    """One development PKI per test process (EC P-256), made by `ven.pki`."""
+    global _PKI
+    if _PKI is None:
+        from ven.pki import create_dev_pki
+        _PKI = create_dev_pki(tempfile.mkdtemp(prefix="v2x-pki-"), ven_name="ven-under-test")
+    return _PKI
+
+
+def server_ssl_context(pki) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.vtn_cert, pki.vtn_key)
+    context.load_verify_locations(pki.ca_cert)
+    context.verify_mode = ssl.CERT_REQUIRED     # mutual TLS: the VEN must show a CA-signed certificate
+    return context
 
 
 def ts(value: datetime) -> str:
@@ -131,7 +156,11 @@ class Received:
 class ScriptedVtn:
     def __init__(self, port: int, *, vtn_id: str = "VTN_1", ven_id: str = "ven_py", poll_s: int = 1,
                  cert: bytes | None = None, key: bytes | None = None, ven_fingerprint: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, secure: bool | None = None):
+        if secure if secure is not None else secure_by_default():
+            pki = dev_pki()
+            cert, key = pki.vtn_cert.read_bytes(), pki.vtn_key.read_bytes()
+            ven_fingerprint, ssl_context = pki.ven_fingerprint, server_ssl_context(pki)
         self.port, self.vtn_id, self.ven_id, self.poll_s = port, vtn_id, ven_id, poll_s
         self.cert, self.key, self.ven_fingerprint, self.ssl_context = cert, key, ven_fingerprint, ssl_context
         self.queue: list[bytes] = []
@@ -142,6 +171,9 @@ class ScriptedVtn:
         self.report_requests: list[str] = []     # raw oadrCreateReport payloads to answer oadrRegisterReport with
         self.down = False                        # answer HTTP 503 to everything
         self.error_code: int | None = None       # answer polls with this OpenADR error (e.g. 463)
+        self.served: list[bytes] = []            # raw bodies served on polls (to replay them)
+        self.tamper = None                       # bytes -> bytes, applied to the next raw message served
+        self.unsigned_next = False               # serve the next raw message without a signature
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
 
@@ -167,6 +199,11 @@ class ScriptedVtn:
     def push(self, inner: str | bytes) -> None:
         """Queue a bare payload element (e.g. an oadrDistributeEvent) for the next poll."""
         self.queue.append(inner.encode() if isinstance(inner, str) else inner)
+
+    def push_message(self, message_type: str, **payload) -> None:
+        """Queue a message rendered by openleadr's templates (e.g. oadrCreateReport)."""
+        tree = etree.fromstring(create_message(message_type, **payload).encode())
+        self.push(etree.tostring(tree.find(f"{{{NS['oadr']}}}oadrSignedObject")[0]))
 
     def distribute(self, events: list[str], request_id: str | None = None) -> str:
         """Queue a full distribute with these events (they become the current list); returns its requestID."""
@@ -203,7 +240,15 @@ class ScriptedVtn:
         return web.Response(body=body.encode() if isinstance(body, str) else body, content_type="application/xml")
 
     def _raw(self, inner: bytes) -> web.Response:
-        return web.Response(body=envelope(inner, self.cert, self.key), content_type="application/xml")
+        if inner.startswith(b"<?xml"):            # already a whole message (a replay)
+            body = inner
+        else:
+            body = envelope(inner, None if self.unsigned_next else self.cert, self.key)
+        self.unsigned_next = False
+        if self.tamper is not None:
+            body, self.tamper = self.tamper(body), None
+        self.served.append(body)
+        return web.Response(body=body, content_type="application/xml")
 
     def _handler(self, service: str):
         async def handle(request: web.Request) -> web.Response:
@@ -272,7 +317,7 @@ class VenUnderTest:
 
     def __init__(self, vtn_url: str, database_url: str, *, program: dict | None = None, identity=None,
                  seed: int = 7, client_options: dict | None = None, report_sampling=timedelta(seconds=1),
-                 opt_check_interval=timedelta(seconds=1)):
+                 opt_check_interval=timedelta(seconds=1), secure: bool | None = None):
         import random
 
         from aggregator.config import ProgramSettings
@@ -284,6 +329,12 @@ class VenUnderTest:
         from ven.client import VenClient
         from ven.rules import Identity
 
+        if secure if secure is not None else secure_by_default():
+            from ven.pki import ven_client_options
+            pki = dev_pki()
+            client_options = {**ven_client_options(pki.ven_cert, pki.ven_key, pki.ca_cert, pki.vtn_fingerprint),
+                              **(client_options or {})}
+            vtn_url = vtn_url.replace("http://127.0.0.1", "https://localhost")
         self.now = datetime.now(timezone.utc)
         self.engine = make_engine(database_url)
         self.metrics = Metrics()
@@ -298,6 +349,7 @@ class VenUnderTest:
             group_ids=frozenset({"Group_123"}), market_contexts=frozenset({self.program.market_context}))
         self.ven = VenClient(vtn_url, "ven-under-test", self.intake, lambda: self.dispatcher.status.fleet_power_kw,
                              identity=identity, rng=random.Random(seed), client_options=client_options,
+                             metrics=self.metrics,
                              report_sampling=report_sampling, opt_check_interval=opt_check_interval)
 
     async def start(self, **kwargs) -> None:

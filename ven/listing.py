@@ -1,0 +1,59 @@
+"""What the VEN knows, for operators: `v2x events` (table or JSON) from the event store."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from sqlmodel import Session, select
+
+from ven.store import EventStore, VenEvent, VenEventInterval, _utc_dt
+
+
+def list_events(engine, now: datetime | None = None) -> list[dict]:
+    """Every stored event, newest first, with its intervals at executed (absolute) times."""
+    now = now or datetime.now(timezone.utc)
+    store = EventStore(engine)
+    stored = store.load()
+    out = []
+    with Session(engine) as db:
+        rows = db.exec(select(VenEvent).order_by(VenEvent.received_at.desc())).all()
+        for row in rows:
+            intervals = db.exec(select(VenEventInterval).where(VenEventInterval.event_id == row.event_id)
+                                .order_by(VenEventInterval.uid)).all()
+            event = stored[row.event_id]
+            start = _utc_dt(intervals[0].start) if intervals else None
+            out.append({
+                "event_id": row.event_id, "status": row.status, "status_now": event.status(now),
+                "modification_number": row.modification_number, "opt_state": row.opt_state,
+                "response_code": row.response_code, "market_context": row.market_context,
+                "test_event": row.test_event, "priority": row.priority,
+                "signal": f"{row.signal_name}/{row.signal_type}", "units": event.event.units,
+                "start_offset_s": round(row.start_offset_s, 3),
+                "randomized_start": start.isoformat() if start else None,
+                "request_id": row.request_id, "reason": row.reason,
+                "intervals": [{"uid": i.uid, "start": _utc_dt(i.start).isoformat(),
+                               "end": _utc_dt(i.end).isoformat() if i.end else None, "target": i.value}
+                              for i in intervals]})
+    return out
+
+
+def format_events(events: list[dict]) -> str:
+    if not events:
+        return "no events known"
+    lines = []
+    for e in events:
+        lines.append(f"{e['event_id']}  {e['status']} (now {e['status_now']})  mod {e['modification_number']}  "
+                     f"{e['opt_state']} [{e['response_code']}]  {e['signal']}  priority {e['priority']}"
+                     f"{'  TEST' if e['test_event'] else ''}")
+        lines.append(f"    market {e['market_context'] or '-'}  randomized start {e['randomized_start']} "
+                     f"(+{e['start_offset_s']:.1f} s)  requestID {e['request_id']}")
+        if e["reason"]:
+            lines.append(f"    {e['reason']}")
+        for i in e["intervals"]:
+            lines.append(f"    {i['uid']:>3}  {i['start']}  ->  {i['end'] or 'open-ended'}  "
+                         f"target {i['target']:g}{' ' + e['units'] if e['units'] else ''}")
+    return "\n".join(lines)
+
+
+def events_json(events: list[dict]) -> str:
+    return json.dumps(events, indent=2)
