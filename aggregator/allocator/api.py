@@ -43,13 +43,6 @@ def _score(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
     return (round(dep / scale), round(sk / scale), cost)
 
 
-def best_greedy(prob: Problem) -> tuple[np.ndarray, str]:
-    """The better of the two event-aware greedy variants (charging toward the
-    need inside commitments as soon as possible, or only when forced)."""
-    cands = [(plan_rule(prob, "greedy", False), "greedy"), (plan_rule(prob, "greedy", True), "greedy-alap")]
-    return min(cands, key=lambda c: _score(prob, c[0]))
-
-
 def _site_limited_bound(prob: Problem, fleet: FleetArrays, durations: np.ndarray) -> np.ndarray:
     per = lowest_import_kw(fleet, durations, per_ev=True)  # (N, T)
     if not np.isfinite(prob.site_exp).any():
@@ -134,28 +127,25 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
             if method == "lp":
                 P = split_equal(res.power, labels, K)
             else:
-                # portfolio: the split cluster plan and the two event-aware
-                # greedy plans are all feasible; keep the best by
+                # portfolio: the split cluster plan and the event-aware
+                # greedy plan are both feasible; keep the better by
                 # (departure shortfall, commitment shortfall, cost)
                 P = split_plan(prob, labels, K, res.power)
-                G, gname = best_greedy(prob)
+                G = plan_rule(prob, "greedy")
                 if _score(prob, G) < _score(prob, P):
                     P = G
-                    notes.append(f"cluster portfolio: {gname} plan beat the split cluster plan")
-                    method = f"cluster/{gname}"
+                    notes.append("cluster portfolio: greedy plan beat the split cluster plan")
+                    method = "cluster/greedy"
             split_s = time.perf_counter() - t1
         else:
             notes.append(f"{method} solver status {res.status} within {options.time_budget_s:g} s: greedy fallback")
             t1 = time.perf_counter()
-            P, _ = best_greedy(prob)
+            P = plan_rule(prob, "greedy")
             split_s = time.perf_counter() - t1
             method = "greedy-fallback"
     else:
         t1 = time.perf_counter()
-        if method == "greedy":
-            P, _ = best_greedy(prob)
-        else:
-            P = plan_rule(prob, method)
+        P = plan_rule(prob, method)
         solve_s = time.perf_counter() - t1
 
     # ---- sanitize and report ---------------------------------------------------------

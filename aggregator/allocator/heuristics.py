@@ -7,15 +7,14 @@ Outside commitments every EV charges toward its need as early as it can; no
 rule ever exports outside a commitment.
 
 greedy        event-aware: inside a commitment the fleet lowers its power from
-              "charge toward the need" (or, variant alap, from "only what
-              departure safety forces") to the ceiling, spending only energy
+              "charge toward the need" to the ceiling, spending only energy
               that full-power charging after the event can replace, drawn from
               the EVs that could keep exporting longest first (remaining time
               is equalised, see `split.time_equalized_reduce`; EVs leaving
               before the event ends get priority through LAX).  Before an
               export event EVs pre-charge toward the level at which they stop
               being energy-limited (`_precharge_goal`); inside an export
-              block (not alap) EVs follow the export schedule planned
+              block EVs follow the export schedule planned
               backward from the block end (`blockplan.block_exports`), the
               forward rule covering only what that schedule misses.  Under an import
               ceiling charging is cut least-laxity first and EVs with surplus
@@ -193,13 +192,10 @@ def _desired(prob: Problem, t: int, e: np.ndarray, goal: np.ndarray, lo: np.ndar
     return np.minimum(hi, np.maximum(lo, want))
 
 
-def plan_rule(prob: Problem, rule: str = "greedy", alap_in_events: bool = False) -> np.ndarray:
+def plan_rule(prob: Problem, rule: str = "greedy") -> np.ndarray:
     """(N, Tx) average powers under `rule` in {"greedy", "proportional", "llf"}.
 
-    With ``alap_in_events`` (greedy only) EVs charge toward their need inside a
-    commitment only as far as departure safety forces them (as late as
-    possible), leaving the commitment's power to exports.  Otherwise (greedy
-    only) every block asking for export follows the schedule
+    Under "greedy" every block asking for export follows the schedule
     `blockplan.block_exports` plans at its start.
     """
     if rule not in ("greedy", "proportional", "llf"):
@@ -227,7 +223,7 @@ def plan_rule(prob: Problem, rule: str = "greedy", alap_in_events: bool = False)
             if blk not in goals_cache:
                 goals_cache[blk] = _precharge_goal(prob, blk, e, t)
             goal = np.maximum(goal, goals_cache[blk])
-        if rule == "greedy" and not alap_in_events and t in block_start:
+        if rule == "greedy" and t in block_start:
             a, b = block_start[t]
             sched = block_exports(prob, a, b, e, ca)
             sched_from = a
@@ -236,8 +232,6 @@ def plan_rule(prob: Problem, rule: str = "greedy", alap_in_events: bool = False)
             p = np.clip(p, lo, hi)
             if p.sum() < prob.target[t]:
                 p = band_split(lo, np.maximum(p, _desired(prob, t, e, prob.need, lo, hi)), p, prob.target[t])
-        elif alap_in_events and t < T and prob.committed[t]:
-            p = np.clip(0.0, lo, hi)
         else:
             p = _desired(prob, t, e, goal, lo, hi)
         if t < T and prob.committed[t] and p.sum() > prob.target[t]:
