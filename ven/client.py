@@ -9,6 +9,9 @@
 - reports: TELEMETRY_USAGE of fleet real power (powerReal, W with siScaleCode
   k, positive = import) and TELEMETRY_STATUS (available discharge kW, stored
   kWh, mean SoC %); queued reports survive a VTN outage, in order;
+- EiOpt: the window in which the fleet can export is announced with
+  oadrCreateOpt (vavailability) and re-announced (oadrCancelOpt + new opt)
+  when departures or dropped chargers move it (`ven.availability`);
 - start-up retry with exponential back-off and jitter; the poll backs off on
   errors; the venID and registrationID are kept in the database.
 """
@@ -23,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 
 from openleadr import objects
 
+from ven.availability import AvailabilityAnnouncer
 from ven.engine import EventEngine, EventSink
 from ven.event import Event
 from ven.measurements import real_power_kw
@@ -49,7 +53,9 @@ class VenClient:
                  metrics=None, client_options: dict | None = None, store_engine=None,
                  identity: Identity | None = None, fleet_status: Callable[[], object] | None = None,
                  clock: Callable[[], datetime] | None = None, rng: random.Random | None = None,
-                 opt_check_interval: timedelta = timedelta(seconds=5)):
+                 opt_check_interval: timedelta = timedelta(seconds=5),
+                 availability: Callable[[], list[tuple[datetime, float]]] | None = None,
+                 availability_min_kw: float = 1.0):
         """`sink` is the application side (decide/apply/reevaluate, e.g. `EventIntake`).
         Where not given, the store engine, clock, market context and fleet status are
         taken from the sink (`sink.engine`, `sink.clock`, `sink.program`, `sink.dispatcher`)."""
@@ -81,6 +87,14 @@ class VenClient:
         self._wrap_registration()
         self._add_reports(fleet_power_kw, report_sampling)
         self._opt_task: asyncio.Task | None = None
+        if availability is None and getattr(sink, "dispatcher", None) is not None:
+            availability = lambda: [(m.session.departs_at, m.spec.max_discharge_kw)  # noqa: E731
+                                    for m in sink.dispatcher.members.values() if m.connected]
+        self.availability = availability
+        program = getattr(sink, "program", None)
+        self.announcer = AvailabilityAnnouncer(self.client, getattr(program, "market_context", None),
+                                               availability_min_kw)
+        self._clock = clock
 
     @property
     def ven_id(self) -> str | None:
@@ -140,6 +154,11 @@ class VenClient:
             self._count_events()
         except Exception:  # the watcher must survive anything
             log.exception("opt-change check failed")
+        if self.availability is not None:
+            try:
+                await self.announcer.refresh(self.availability(), self._clock())
+            except Exception:
+                log.exception("availability announcement failed")
 
     # -- transport and identity -------------------------------------------------------------
     def _on_poll_result(self, ok: bool, seconds: float) -> None:

@@ -28,7 +28,7 @@ def list_events(engine, now: datetime | None = None) -> list[dict]:
                 "response_code": row.response_code, "market_context": row.market_context,
                 "test_event": row.test_event, "priority": row.priority,
                 "signal": f"{row.signal_name}/{row.signal_type}", "units": event.event.units,
-                "start_offset_s": round(row.start_offset_s, 3),
+                "start_offset_s": row.start_offset_s,
                 "randomized_start": start.isoformat() if start else None,
                 "request_id": row.request_id, "reason": row.reason,
                 "intervals": [{"uid": i.uid, "start": _utc_dt(i.start).isoformat(),

@@ -207,6 +207,7 @@ class VenOpenADRClient(OpenADRClient):
                 if self.tls_fingerprint and not self._peer_pinned(req):
                     return None, {}
                 content = await req.read()
+                await self._execute_hooks("after_receive_xml", utils.ensure_str(content))
                 if req.status != 200:
                     log.warning("VTN answered HTTP %s to %s", req.status, service)
                     return None, {}

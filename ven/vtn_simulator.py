@@ -67,6 +67,8 @@ class UtilityVtn:
 
     def _on_register_report(self, ven_id, resource_id, measurement, unit, scale,
                             min_sampling_interval, max_sampling_interval):
+        if measurement != "RealPower":
+            return None   # the simulator subscribes to telemetry usage (fleet real power) only
         def on_values(values):
             for ts, value in values:
                 self.record.reports.append((ven_id, ts, float(value)))

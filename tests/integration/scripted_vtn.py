@@ -364,6 +364,14 @@ class VenUnderTest:
         self.fleet.advance(now)
         await self.dispatcher.step(now)
 
+    async def drop(self, vehicle_ids) -> None:
+        """Take these EVs' chargers offline and step until the dispatcher has noticed."""
+        for vehicle_id in vehicle_ids:
+            self.fleet.chargers[vehicle_id].online = False
+        while any(self.dispatcher.members[v].connected for v in vehicle_ids if v in self.dispatcher.members):
+            await self.step()
+            await asyncio.sleep(0.25)
+
     async def stop(self) -> None:
         await self.ven.stop()
         self.engine.dispose()

@@ -119,9 +119,7 @@ async def test_losing_the_fleet_sends_an_opt_out_with_the_original_request_id(tm
         request_id = vtn.distribute([event_xml("e42", datetime.now(timezone.utc) + 2 * MIN, [(5 * MIN, 60.0)])])
         first = await vtn.wait_for("oadrCreatedEvent")
         assert first[0].payload["event_responses"][0]["opt_type"] == "optIn"
-        for charger in ven.fleet.chargers.values():       # every charger drops off
-            charger.online = False
-        await ven.step()
+        await ven.drop(list(ven.fleet.chargers))          # every charger drops off
         changes = await vtn.wait_for("oadrCreatedEvent", 2)
         change = changes[1].payload["event_responses"][0]
         assert (change["event_id"], change["opt_type"], change["request_id"]) == ("e42", "optOut", request_id)
