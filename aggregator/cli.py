@@ -61,6 +61,17 @@ def _demo(args, settings: Settings) -> int:
     return 0
 
 
+def _run(args, settings: Settings) -> int:
+    from aggregator.service import NoChargerDriver, run_service
+    from ven.client import VenUnavailable
+    try:
+        asyncio.run(run_service(settings, simulated_fleet=args.simulated_fleet, say=lambda m: print(m, flush=True)))
+    except (NoChargerDriver, VenUnavailable, ScenarioError) as err:
+        print(f"v2x run: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _bench(args, settings: Settings) -> int:
     if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (ven/bench.py)
         from ven.bench import main as ven_bench
@@ -124,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval-seconds", type=float, default=15.0, help="interval length (default: 15)")
     demo.add_argument("--keep-database", action="store_true", help="use the configured database, not out/demo.db")
     demo.set_defaults(func=_demo)
+    run = sub.add_parser("run", help="run the aggregator against the configured VTN until SIGINT/SIGTERM")
+    run.add_argument("--simulated-fleet", action="store_true",
+                     help="command the configured scenario on simulated chargers (no OCPP driver yet)")
+    run.set_defaults(func=_run)
     settle = sub.add_parser("settle", help="settle an event or a season from the ledger (table, CSV, PNG, JSON)")
     add_settle_arguments(settle)
     settle.set_defaults(func=run_settle)

@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from sqlmodel import Session, select
+
 from aggregator.app import Aggregator
 from aggregator.chargers.simulated import SimulatedCharger
 from aggregator.config import Settings
 from aggregator.event_summary import EventSummary, summarize_event
 from aggregator.scenario import load_scenario
+from aggregator.store.models import MeterReading
 from ven.vtn_simulator import UtilityVtn
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,22 @@ class SimulatedFleet:
     def plug_into(self, app: Aggregator) -> None:
         for vehicle in self.scenario.vehicles:
             app.dispatcher.plug_in(vehicle.spec, vehicle.session, self.chargers[vehicle.spec.id], vehicle.energy_kwh)
+
+    def resume_from_ledger(self, engine) -> int:
+        """Continue each simulated charger from its last meter reading, as a real
+        charger keeps its registers and its battery across our restart. Returns how many resumed."""
+        resumed = 0
+        with Session(engine) as db:
+            for charger in self.chargers.values():
+                last = db.exec(select(MeterReading).where(MeterReading.source == charger.charger_id)
+                               .order_by(MeterReading.ts.desc()).limit(1)).first()
+                if last is None:
+                    continue
+                charger.import_kwh, charger.export_kwh = last.energy_import_kwh, last.energy_export_kwh
+                if last.soc_pct is not None:
+                    charger.energy_kwh = last.soc_pct / 100 * charger.spec.capacity_kwh
+                resumed += 1
+        return resumed
 
     def advance(self, to: datetime, max_step_s: float = 1.0) -> None:
         for charger in self.chargers.values():
