@@ -13,6 +13,7 @@ from aggregator.event_intake import EventIntake
 from aggregator.metrics import Metrics
 from aggregator.store.db import make_engine
 from ven.client import VenClient
+from ven.pki import ven_client_options as ven_client_options_for
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class Aggregator:
             self.engine, self.metrics, program_label=program_label(settings.program.market_context),
             allocator_options=allocator_options, meter_interval=timedelta(seconds=settings.fleet.meter_interval_s))
         self.intake = EventIntake(self.dispatcher, self.engine, settings.program, clock, self.metrics)
+        if ven_client_options is None and settings.ven.secure:
+            ven_client_options = ven_client_options_for(settings.ven.cert_file, settings.ven.key_file,
+                                                        settings.ven.ca_file, settings.ven.vtn_fingerprint)
         self.ven = VenClient(settings.ven.vtn_url, settings.ven.ven_name, self.intake,
                              lambda: self.dispatcher.status.fleet_power_kw, ven_id=settings.ven.ven_id,
                              report_sampling=report_sampling, metrics=self.metrics,

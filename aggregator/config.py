@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -26,6 +26,30 @@ class VenSettings(_Strict):
     vtn_url: str = "http://127.0.0.1:8080/OpenADR2/Simple/2.0b"
     ven_name: str = "v2x-fleet"
     ven_id: str | None = None
+    # Mutual TLS and XML signatures (all four together, or none): our certificate and
+    # key (EC P-256), the CA that signed the VTN's certificate, and the VTN certificate's
+    # fingerprint as the utility gave it (pins both its signatures and its TLS certificate).
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    vtn_fingerprint: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> "VenSettings":
+        given = {name: getattr(self, name) for name in ("cert_file", "key_file", "ca_file", "vtn_fingerprint")}
+        missing = [name for name, value in given.items() if not value]
+        if 0 < len(missing) < len(given):
+            raise ValueError(f"TLS needs cert_file, key_file, ca_file and vtn_fingerprint together; missing {missing}")
+        for name in ("cert_file", "key_file", "ca_file"):
+            if given[name] and not Path(given[name]).is_file():
+                raise ValueError(f"{name} {given[name]!r} does not exist")
+        if given["vtn_fingerprint"] and not self.vtn_url.startswith("https://"):
+            raise ValueError("TLS settings need an https:// vtn_url")
+        return self
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.cert_file)
 
     @field_validator("vtn_url")
     @classmethod
@@ -106,6 +130,10 @@ ENVIRONMENT = {
     "V2X_VTN_URL": ("ven", "vtn_url"),
     "V2X_VEN_NAME": ("ven", "ven_name"),
     "V2X_VEN_ID": ("ven", "ven_id"),
+    "V2X_VEN_CERT": ("ven", "cert_file"),
+    "V2X_VEN_KEY": ("ven", "key_file"),
+    "V2X_VTN_CA": ("ven", "ca_file"),
+    "V2X_VTN_FINGERPRINT": ("ven", "vtn_fingerprint"),
     "V2X_DATABASE_URL": ("database", "url"),
     "V2X_MARKET_CONTEXT": ("program", "market_context"),
     "V2X_EXPORT_SIGN": ("program", "export_sign"),

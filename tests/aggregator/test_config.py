@@ -64,3 +64,31 @@ def test_cli_exits_non_zero_with_the_key_named(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "fleet.scenaro" in run.stderr
+
+
+def test_tls_settings_must_come_together_and_exist(tmp_path):
+    with pytest.raises(ConfigError, match="missing"):
+        load_settings(environ={"V2X_VTN_URL": "https://vtn.example/OpenADR2/Simple/2.0b",
+                               "V2X_VEN_CERT": str(tmp_path / "ven.crt")})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(environ={"V2X_VTN_URL": "https://vtn.example/OpenADR2/Simple/2.0b",
+                               "V2X_VEN_CERT": str(tmp_path / "ven.crt"), "V2X_VEN_KEY": str(tmp_path / "k"),
+                               "V2X_VTN_CA": str(tmp_path / "ca"), "V2X_VTN_FINGERPRINT": "AB:CD"})
+
+
+def test_tls_settings_reach_the_openadr_client(tmp_path):
+    from aggregator.app import Aggregator
+    from ven.pki import create_dev_pki
+    pki = create_dev_pki(tmp_path / "pki")
+    settings = load_settings(environ={
+        "V2X_VTN_URL": "https://127.0.0.1:1/OpenADR2/Simple/2.0b", "V2X_VEN_CERT": str(pki.ven_cert),
+        "V2X_VEN_KEY": str(pki.ven_key), "V2X_VTN_CA": str(pki.ca_cert), "V2X_VTN_FINGERPRINT": pki.vtn_fingerprint,
+        "V2X_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"})
+    assert settings.ven.secure
+    app = Aggregator(settings)
+    try:
+        client = app.ven.client
+        assert client.cert_path == str(pki.ven_cert) and client.ca_file == str(pki.ca_cert)
+        assert client.vtn_fingerprint == pki.vtn_fingerprint
+    finally:
+        app.engine.dispose()
