@@ -22,7 +22,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from openleadr import OpenADRClient, utils
+from dataclasses import asdict
+
+from openleadr import OpenADRClient, objects, utils
 from openleadr.messaging import parse_message, validate_xml_schema, validate_xml_signature
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,32 @@ class VenOpenADRClient(OpenADRClient):
         response_type, payload = await self.request_event()
         if response_type == "oadrDistributeEvent":
             await self._on_event(payload)
+
+    # -- opts (openleadr's own versions log with broken arguments and keep unacknowledged opts) --
+    async def create_opt(self, opt_type, opt_reason, targets, vavailability=None, event_id=None,
+                         modification_number=None, opt_id=None, request_id=None, market_context=None,
+                         signal_target_mrid=None):
+        opt = objects.Opt(opt_id=opt_id or utils.generate_id(), opt_type=opt_type, opt_reason=opt_reason,
+                          vavailability=vavailability, event_id=event_id, modification_number=modification_number,
+                          targets=targets, market_context=market_context, signal_target_mrid=signal_target_mrid)
+        message = self._create_message("oadrCreateOpt", request_id=request_id or utils.generate_id(),
+                                       ven_id=self.ven_id, **asdict(opt))
+        response_type, payload = await self._perform_request("EiOpt", message)
+        if response_type == "oadrCreatedOpt" and (payload.get("response") or {}).get("response_code") == 200:
+            self.opts.append(opt)
+            return payload.get("opt_id") or opt.opt_id
+        log.warning("the VTN did not acknowledge opt %s (%s)", opt.opt_id, response_type)
+        return None
+
+    async def cancel_opt(self, opt_id):
+        message = self._create_message("oadrCancelOpt", request_id=utils.generate_id(), opt_id=opt_id,
+                                       ven_id=self.ven_id)
+        response_type, payload = await self._perform_request("EiOpt", message)
+        if response_type == "oadrCanceledOpt" and (payload.get("response") or {}).get("response_code") == 200:
+            self.opts = [o for o in self.opts if o.opt_id != opt_id]
+            return True
+        log.warning("the VTN did not acknowledge the cancellation of opt %s (%s)", opt_id, response_type)
+        return False
 
     # -- polling ----------------------------------------------------------------------
     async def _poll(self):
