@@ -230,20 +230,19 @@ async def test_cancellation_is_acknowledged_and_stops_execution(pair):
 
 async def test_cancelling_an_active_event_randomizes_its_end(pair):
     vtn, ven = pair
-    start = datetime.now(timezone.utc).replace(microsecond=0) - MIN
-    events = [event_xml("act", start, [(30 * MIN, 10.0)], status="active", start_after=timedelta(minutes=10))]
-    await answer(vtn, events)
-    offset = stored(ven, "act").start_offset_s
-    cancelled = await answer(vtn, [event_xml("act", start, [(30 * MIN, 10.0)], status="cancelled", mod=1,
+    # started 20 min ago with a start offset of at most 10 min: it is running whatever the draw
+    start = datetime.now(timezone.utc).replace(microsecond=0) - 20 * MIN
+    await answer(vtn, [event_xml("act", start, [(60 * MIN, 10.0)], status="active",
+                                 start_after=timedelta(minutes=10))])
+    assert ven.ven.events["act"].status(datetime.now(timezone.utc)) == "active"
+    cancelled = await answer(vtn, [event_xml("act", start, [(60 * MIN, 10.0)], status="cancelled", mod=1,
                                              start_after=timedelta(minutes=10))])
     assert cancelled["act"]["opt_type"] == "optIn"
     row = stored(ven, "act")
-    if start + timedelta(seconds=offset) <= row.cancelled_at.replace(tzinfo=timezone.utc):   # it had started
-        assert 0 < row.end_offset_s <= 600                                              # rule 65
-        end = ven.dispatcher.commitments["act"][-1].end
-        assert end == row.cancelled_at.replace(tzinfo=timezone.utc) + timedelta(seconds=row.end_offset_s)
-    else:
-        assert "act" not in ven.dispatcher.commitments
+    assert 0 < row.end_offset_s <= 600                                                  # rule 65
+    cut = row.cancelled_at.replace(tzinfo=timezone.utc) + timedelta(seconds=row.end_offset_s)
+    assert ven.dispatcher.commitments["act"][-1].end == cut                             # ramps down at the cut
+    assert intervals(ven, "act")[-1].end == cut
 
 
 async def test_modification_numbers_higher_replaces_lower_is_an_error(pair):
