@@ -101,8 +101,12 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
     split_s = 0.0
     labels = K = None
     if method == "auto":
-        labels, K = exact_groups(prob)
-        method = "lp" if K <= options.lp_max_evs else "cluster"
+        # distinct energies alone already rule the per-EV LP out on large fleets
+        if np.unique(prob.e0).size > options.lp_max_evs:
+            method = "cluster"
+        else:
+            labels, K = exact_groups(prob)
+            method = "lp" if K <= options.lp_max_evs else "cluster"
 
     t_built = time.perf_counter()
     build_s = t_built - t_start

@@ -32,11 +32,8 @@ def exact_groups(prob: Problem) -> tuple[np.ndarray, int]:
     """(labels, K): EVs with identical planning parameters share a label."""
     if prob.n == 0:
         return np.zeros(0, dtype=np.int64), 0
-    cols = np.column_stack([prob.e0, prob.cap, prob.lb, prob.need, prob.dep, prob.pc, prob.pd,
-                            prob.etac, prob.etad, prob.site.astype(np.float64)])
-    _, labels = np.unique(cols, axis=0, return_inverse=True)
-    labels = labels.reshape(-1).astype(np.int64)
-    return labels, int(labels.max()) + 1
+    return _relabel(prob.e0, prob.cap, prob.lb, prob.need, prob.dep, prob.pc, prob.pd,
+                    prob.etac, prob.etad, prob.site)
 
 
 def _rank_bins(groups: np.ndarray, value: np.ndarray, k_per_group: np.ndarray) -> np.ndarray:
@@ -53,9 +50,17 @@ def _rank_bins(groups: np.ndarray, value: np.ndarray, k_per_group: np.ndarray) -
 
 
 def _relabel(*cols: np.ndarray) -> tuple[np.ndarray, int]:
-    _, labels = np.unique(np.column_stack(cols), axis=0, return_inverse=True)
-    labels = labels.reshape(-1).astype(np.int64)
-    return labels, int(labels.max()) + 1 if labels.size else 0
+    """(labels, K): one label per distinct row of `cols`, in lexicographic row
+    order (what np.unique(axis=0) gives, but 1-D sorts only: ranks of each
+    column folded into one compact integer key, column by column)."""
+    labels = np.zeros(cols[0].size, dtype=np.int64)
+    K = 1
+    for c in cols:
+        _, rank = np.unique(c, return_inverse=True)
+        _, labels = np.unique(labels * (int(rank.max(initial=0)) + 1) + rank.reshape(-1), return_inverse=True)
+        labels = labels.reshape(-1).astype(np.int64)
+        K = int(labels.max(initial=-1)) + 1
+    return labels, K
 
 
 def departure_classes(prob: Problem, tail_bin_h: float) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.allocator import AllocatorOptions, allocate
 from aggregator.allocator.bound import shortfall_lower_bound_kwh
+from aggregator.allocator.cluster import _relabel
 from aggregator.allocator.synthetic import event_targets, flat_targets, random_fleet
 
 from .test_properties import _check_physics
@@ -36,3 +39,14 @@ def test_cluster_bins_respected_and_units_reported():
     plan = allocate(f, flat_targets(16, 0.25, -1500.0), AllocatorOptions(method="cluster", cluster_bins=50))
     assert 1 <= plan.n_clusters <= 80
     assert plan.power_kw.shape == (800, 16)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from([0.0, 0.5, 2.0, 7.4]), st.integers(-2, 2)),
+                min_size=1, max_size=40))
+def test_relabel_matches_unique_rows(rows):
+    a = np.array(rows, dtype=np.float64)
+    want, want_inv = np.unique(a, axis=0, return_inverse=True)
+    labels, K = _relabel(a[:, 0].astype(np.int64), a[:, 1], a[:, 2])
+    assert K == len(want)
+    assert np.array_equal(labels, want_inv.reshape(-1))
