@@ -43,6 +43,7 @@ class DemoOptions:
     profile_kw: tuple[float, ...] = DEFAULT_PROFILE_KW
     interval: timedelta = timedelta(seconds=15)
     lead: timedelta = timedelta(seconds=8)          # from queuing the event to its start
+    warmup: timedelta = timedelta(0)                # fleet runs this long before the VTN issues the event
     tick: timedelta = timedelta(milliseconds=250)   # control-loop period in real time
     fast_forward_step: timedelta = timedelta(minutes=5)
     vtn_port: int = 0                               # 0 = a free port
@@ -124,6 +125,9 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
         # First meter read and plan before the event is queued, so the opt decision sees the fleet.
         fleet.advance(datetime.now(timezone.utc))
         await app.dispatcher.step(datetime.now(timezone.utc))
+        if options.warmup:
+            await _run_real_time(app, fleet, until=datetime.now(timezone.utc) + options.warmup, tick=options.tick,
+                                 say=say)
         start = datetime.now(timezone.utc) + options.lead
         event_id = vtn.dispatch_event(app.ven.ven_id, start, [(options.interval, kw) for kw in options.profile_kw],
                                       market_context=settings.program.market_context)

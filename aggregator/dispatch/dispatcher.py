@@ -237,6 +237,7 @@ class Dispatcher:
         self.metrics.delivered_energy.labels(program=self.program_label).inc(max(0.0, net_export_kwh) * KWH_TO_J)
         tally = self._event_energy.setdefault(self._event_of(committed) or "?", [0.0, 0.0])
         tally[1] += net_export_kwh
+        self._publish_ratio(tally)
 
     def _energy_of(self, member: _Member) -> float:
         if member.reading is None:
@@ -327,9 +328,13 @@ class Dispatcher:
             self.metrics.committed_energy.labels(program=self.program_label).inc(committed_export * 1e3 * dt)
             tally = self._event_energy.setdefault(self._event_of(committed) or "?", [0.0, 0.0])
             tally[0] += committed_export * dt / 3600
-            if tally[0] > 0:
-                self.metrics.performance_ratio.labels(program=self.program_label).set(tally[1] / tally[0])
+            self._publish_ratio(tally)
         self.metrics.set_event_state(self._event_state(now))
+
+    def _publish_ratio(self, tally: list[float]) -> None:
+        """Delivered / committed export energy of the event so far (metered, per read span)."""
+        if tally[0] > 0:
+            self.metrics.performance_ratio.labels(program=self.program_label).set(tally[1] / tally[0])
 
     def _event_state(self, now: datetime) -> str:
         """OpenADR-style state of the most urgent commitment: active, near (< 5 min), far, or idle."""
