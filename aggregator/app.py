@@ -9,10 +9,11 @@ from urllib.parse import urlparse
 from aggregator.allocator import AllocatorOptions
 from aggregator.config import Settings
 from aggregator.dispatch.dispatcher import Dispatcher
-from aggregator.event_intake import EventIntake
+from aggregator.event_intake import EventIntake, SignalMapping
 from aggregator.metrics import Metrics
 from aggregator.store.db import make_engine
 from ven.client import VenClient
+from ven.rules import Identity
 from ven.pki import ven_client_options as ven_client_options_for
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,19 @@ class Aggregator:
         self.dispatcher = Dispatcher(
             self.engine, self.metrics, program_label=program_label(settings.program.market_context),
             allocator_options=allocator_options, meter_interval=timedelta(seconds=settings.fleet.meter_interval_s))
-        self.intake = EventIntake(self.dispatcher, self.engine, settings.program, clock, self.metrics)
+        program = settings.program
+        self.intake = EventIntake(self.dispatcher, self.engine, program, clock, self.metrics,
+                                  signals=SignalMapping(price_export_kw=tuple(map(tuple, program.price_export_kw))))
+        identity = Identity(ven_id=settings.ven.ven_id, resource_ids=frozenset(settings.ven.resource_ids),
+                            party_ids=frozenset(settings.ven.party_ids), group_ids=frozenset(settings.ven.group_ids),
+                            market_contexts=frozenset([program.market_context, *program.additional_market_contexts]))
         if ven_client_options is None and settings.ven.secure:
             ven_client_options = ven_client_options_for(settings.ven.cert_file, settings.ven.key_file,
                                                         settings.ven.ca_file, settings.ven.vtn_fingerprint)
         self.ven = VenClient(settings.ven.vtn_url, settings.ven.ven_name, self.intake,
                              lambda: self.dispatcher.status.fleet_power_kw, ven_id=settings.ven.ven_id,
                              report_sampling=report_sampling, metrics=self.metrics,
-                             client_options=ven_client_options)
+                             client_options=ven_client_options, identity=identity)
         self._metrics_server = None
 
     def serve_metrics(self) -> int:

@@ -29,6 +29,11 @@ class VenSettings(_Strict):
     # Mutual TLS and XML signatures (all four together, or none): our certificate and
     # key (EC P-256), the CA that signed the VTN's certificate, and the VTN certificate's
     # fingerprint as the utility gave it (pins both its signatures and its TLS certificate).
+    # Target matching (rule 22): events aimed at these resources, parties or groups are ours
+    # (besides our venID and events with no target).
+    resource_ids: list[str] = Field(default_factory=list)
+    party_ids: list[str] = Field(default_factory=list)
+    group_ids: list[str] = Field(default_factory=list)
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
@@ -73,6 +78,10 @@ class DatabaseSettings(_Strict):
 class ProgramSettings(_Strict):
     """How a DR program's signals become fleet import targets."""
     market_context: str = "http://utility.example/programs/v2x-summer"
+    # Other programs' market contexts we are enrolled in too (events for any other get optOut 453).
+    additional_market_contexts: list[str] = Field(default_factory=list)
+    # ELECTRICITY_PRICE/price: at or above each price ($/kWh), export this many kW (highest met wins).
+    price_export_kw: list[tuple[float, float]] = Field(default_factory=lambda: [(0.30, 100.0), (0.50, 200.0)])
     timezone: str = "America/New_York"   # local time of the program: event windows, baselines, DST
     # LOAD_DISPATCH values: "negative" means a value < 0 asks for export (our
     # own sign: positive = import); "positive" means a value > 0 is the export asked.

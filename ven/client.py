@@ -72,6 +72,8 @@ class VenClient:
             program = getattr(sink, "program", None)
             contexts = frozenset({program.market_context}) if program is not None else frozenset()
             identity = Identity(ven_id=ven_id, market_contexts=contexts)
+        elif identity.ven_id is None and ven_id:
+            identity = _with_ven_id(identity, ven_id)   # the configured or stored venID
         self.identity = identity
         self.engine = EventEngine(sink, identity, clock, store=self.store, rng=rng)
         if fleet_status is None and getattr(sink, "dispatcher", None) is not None:

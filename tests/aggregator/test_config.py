@@ -92,3 +92,21 @@ def test_tls_settings_reach_the_openadr_client(tmp_path):
         assert client.vtn_fingerprint == pki.vtn_fingerprint
     finally:
         app.engine.dispose()
+
+
+def test_target_and_program_settings_reach_the_ven_rules(tmp_path):
+    from aggregator.app import Aggregator
+    path = tmp_path / "v2x.toml"
+    path.write_text('[ven]\nresource_ids = ["depot-7"]\ngroup_ids = ["north"]\n'
+                    '[program]\nadditional_market_contexts = ["http://utility.example/programs/cs"]\n'
+                    'price_export_kw = [[0.4, 50.0]]\n'
+                    f'[database]\nurl = "sqlite:///{tmp_path / "db.sqlite"}"\n')
+    app = Aggregator(load_settings(path, environ={}))
+    try:
+        identity = app.ven.engine.identity
+        assert identity.resource_ids == {"depot-7"} and identity.group_ids == {"north"}
+        assert identity.market_contexts == {"http://utility.example/programs/v2x-summer",
+                                            "http://utility.example/programs/cs"}
+        assert app.intake.signals.price_export_kw == ((0.4, 50.0),)
+    finally:
+        app.engine.dispose()
