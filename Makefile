@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)  ## benchmark tables (minutes; not part of the tests)
 	$(BIN)/v2x bench allocator
+	$(BIN)/v2x bench ven
 
 clean:
 	rm -rf $(VENV) out *.egg-info
