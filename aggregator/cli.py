@@ -72,6 +72,23 @@ def _run(args, settings: Settings) -> int:
     return 0
 
 
+def _migrate(args, settings: Settings) -> int:
+    from sqlalchemy import create_engine
+    from aggregator.store.db import normalise_url
+    from aggregator.store.migrate import new_revision, upgrade
+    engine = create_engine(normalise_url(settings.database.url))
+    try:
+        if args.new:
+            upgrade(engine)
+            new_revision(engine, args.new)
+        else:
+            upgrade(engine)
+            print(f"{settings.database.url}: schema is current")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _bench(args, settings: Settings) -> int:
     if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (ven/bench.py)
         from ven.bench import main as ven_bench
@@ -142,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     settle = sub.add_parser("settle", help="settle an event or a season from the ledger (table, CSV, PNG, JSON)")
     add_settle_arguments(settle)
     settle.set_defaults(func=run_settle)
+    migrate = sub.add_parser("migrate", help="bring the database to the current schema (Alembic)")
+    migrate.add_argument("--new", metavar="MESSAGE", help="developers: autogenerate a revision after changing models")
+    migrate.set_defaults(func=_migrate)
     bench = sub.add_parser("bench", help="benchmarks (print tables; not tests)")
     bench.add_argument("what", choices=["allocator", "ven"], help="what to benchmark")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark (e.g. --quick)")

@@ -107,9 +107,7 @@ class EventStore:
     """Load and save `StoredEvent`s; one transaction per distribute."""
 
     def __init__(self, engine):
-        self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[VenEvent.__table__, VenEventInterval.__table__,
-                                                     VenIdentity.__table__])
+        self.engine = engine   # its tables come with the schema (aggregator.store.migrate)
 
     def load(self) -> dict[str, StoredEvent]:
         with Session(self.engine) as db:

@@ -8,7 +8,7 @@ version)`` is unique, so two processes racing to save the same next version
 cannot both succeed (the loser gets an IntegrityError and can re-settle).
 
 Importing this module registers the table on ``SQLModel.metadata``, so
-``aggregator.store.db.make_engine`` (``create_all``) creates it.
+``aggregator.store.db.make_engine`` creates it (Alembic migrations, aggregator/store/migrations).
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
+from aggregator.store.migrate import upgrade
 from aggregator.store.models import MeterReading
 
 
@@ -32,7 +33,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
+    upgrade(engine)
     return engine
 
 

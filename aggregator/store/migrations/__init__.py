@@ -1,0 +1,1 @@
+"""Alembic migrations of the database schema (`aggregator/store/migrate.py` runs them)."""
