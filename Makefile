@@ -18,8 +18,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/v2x demo --json out/demo_summary.json
 
-test: $(STAMP)
+test: $(STAMP)  ## the whole suite, then the scripted-VTN tests again over mutual TLS + signatures
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	V2X_TEST_SECURE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration -k "test_ven_" $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmark tables (minutes; not part of the tests)
 	$(BIN)/v2x bench allocator

@@ -28,7 +28,8 @@ def _demo(args, settings: Settings) -> int:
             update={"url": f"sqlite:///{database}"})})
     print(f"ledger: {settings.database.url}")
     try:
-        options = DemoOptions(profile_kw=tuple(args.profile), interval=timedelta(seconds=args.interval_seconds))
+        options = DemoOptions(profile_kw=tuple(args.profile), interval=timedelta(seconds=args.interval_seconds),
+                              pki_folder=out / "pki" if args.secure else None)
         result = asyncio.run(run_demo(settings, options))
     except (DemoFailure, ScenarioError) as err:
         print(f"demo failed: {err}", file=sys.stderr)
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--profile", type=_profile, default=list(DEFAULT_PROFILE_KW),
                       help="export asked per interval, kW, comma-separated (default: %(default)s)")
     demo.add_argument("--interval-seconds", type=float, default=15.0, help="interval length (default: 15)")
+    demo.add_argument("--secure", action="store_true",
+                      help="mutual TLS + signed messages with a development PKI made in OUT/pki")
     demo.add_argument("--keep-database", action="store_true", help="use the configured database, not out/demo.db")
     demo.set_defaults(func=_demo)
     run = sub.add_parser("run", help="run the aggregator against the configured VTN until SIGINT/SIGTERM")

@@ -17,6 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from pathlib import Path
 
 from sqlmodel import Session, select
 
@@ -26,6 +27,7 @@ from aggregator.config import Settings
 from aggregator.event_summary import EventSummary, summarize_event
 from aggregator.scenario import load_scenario
 from aggregator.store.models import MeterReading
+from ven.pki import create_dev_pki
 from ven.vtn_simulator import UtilityVtn
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class DemoOptions:
     vtn_port: int = 0                               # 0 = a free port
     report_interval: timedelta = timedelta(seconds=5)
     progress: callable = print
+    pki_folder: Path | None = None                  # with it: mutual TLS + signed messages (dev PKI made there)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class DemoResult:
     opt_responses: list = field(default_factory=list)
     metrics_port: int = 0
     ven_rejected: list = field(default_factory=list)
+    vtn_url: str = ""
 
 
 def free_port() -> int:
@@ -105,8 +109,14 @@ class SimulatedFleet:
 async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> DemoResult:
     say = options.progress
     vtn_port = options.vtn_port or free_port()
-    vtn = UtilityVtn(port=vtn_port, report_interval=options.report_interval)
-    settings = settings.model_copy(update={"ven": settings.ven.model_copy(update={"vtn_url": vtn.url})})
+    pki = create_dev_pki(options.pki_folder) if options.pki_folder is not None else None
+    vtn = UtilityVtn(port=vtn_port, report_interval=options.report_interval, pki=pki)
+    ven_update = {"vtn_url": vtn.url}
+    if pki is not None:
+        say(f"mutual TLS + signatures: dev PKI in {options.pki_folder}")
+        ven_update.update(cert_file=str(pki.ven_cert), key_file=str(pki.ven_key), ca_file=str(pki.ca_cert),
+                          vtn_fingerprint=pki.vtn_fingerprint)
+    settings = settings.model_copy(update={"ven": settings.ven.model_copy(update=ven_update)})
     now = datetime.now(timezone.utc)
     fleet = SimulatedFleet(settings.fleet.scenario, now)
     app = Aggregator(settings, report_sampling=min(options.report_interval, timedelta(seconds=5)))
@@ -146,7 +156,7 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
             await app.dispatcher.step(t)
         summary = summarize_event(app.engine, event_id)
         return DemoResult(summary, list(vtn.record.reports), list(vtn.record.opt_responses), metrics_port,
-                          list(app.ven.rejected))
+                          list(app.ven.rejected), vtn.url)
     finally:
         await app.stop()
         await vtn.stop()

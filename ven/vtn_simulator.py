@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 
 from openleadr import OpenADRServer, objects
 
+from ven.pki import DevPki
+
 from ven.measurements import real_power_kw
 
 log = logging.getLogger(__name__)
@@ -29,21 +31,30 @@ class VtnRecord:
 class UtilityVtn:
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, vtn_id: str = "UTILITY-VTN",
                  poll_interval: timedelta = timedelta(seconds=1), report_interval: timedelta = timedelta(seconds=5),
-                 server_options: dict | None = None):
+                 server_options: dict | None = None, pki: DevPki | None = None):
+        """With `pki`, the VTN serves HTTPS requiring client certificates from the PKI's CA,
+        signs its messages with the VTN key, and accepts only the VEN certificate whose
+        fingerprint it was given out of band (the PKI's VEN certificate)."""
         self.host, self.port = host, port
         self.report_interval = report_interval
         self.record = VtnRecord()
         self.registered_event = asyncio.Event()
+        self.pki = pki
+        options = dict(server_options or {})
+        if pki is not None:
+            options.update(cert=str(pki.vtn_cert), key=str(pki.vtn_key), http_cert=str(pki.vtn_cert),
+                           http_key=str(pki.vtn_key), http_ca_file=str(pki.ca_cert), show_server_cert_domain=False)
         self.server = OpenADRServer(vtn_id=vtn_id, http_host=host, http_port=port,
                                     requested_poll_freq=poll_interval, show_fingerprint=False,
-                                    ven_lookup=self._lookup, **(server_options or {}))
+                                    ven_lookup=self._lookup, **options)
         self.server.add_handler("on_create_party_registration", self._on_registration)
         self.server.add_handler("on_register_report", self._on_register_report)
         self._registrations: dict[str, dict] = {}
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/OpenADR2/Simple/2.0b"
+        scheme = "https" if self.pki is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}/OpenADR2/Simple/2.0b"
 
     async def start(self) -> None:
         await self.server.run()
@@ -57,9 +68,14 @@ class UtilityVtn:
 
     def _on_registration(self, payload: dict):
         ven_name = payload["ven_name"]
+        if self.pki is not None and payload.get("fingerprint") != self.pki.ven_fingerprint:
+            log.warning("VTN: refused %s: certificate fingerprint %s is not the one on file",
+                        ven_name, payload.get("fingerprint"))
+            return False
         ven_id = payload.get("ven_id") or f"ven-{ven_name}"
         registration_id = f"reg-{uuid.uuid4().hex[:12]}"
-        self._registrations[ven_id] = {"ven_id": ven_id, "ven_name": ven_name, "registration_id": registration_id}
+        self._registrations[ven_id] = {"ven_id": ven_id, "ven_name": ven_name, "registration_id": registration_id,
+                                       "fingerprint": self.pki.ven_fingerprint if self.pki else None}
         self.record.registered[ven_id] = ven_name
         self.registered_event.set()
         log.info("VTN: registered %s as %s", ven_name, ven_id)

@@ -49,6 +49,16 @@ def test_event_over_http_is_delivered_reported_and_drivers_protected(tmp_path):
     assert summary.drivers_unreachable == []
 
 
+def test_the_same_chain_over_mutual_tls_with_signed_messages(tmp_path):
+    options = quick([150.0, 150.0])
+    options.pki_folder = tmp_path / "pki"
+    result = asyncio.run(run_demo(settings_for(tmp_path), options))
+    assert result.vtn_url.startswith("https://")
+    assert [opt for _, _, opt in result.opt_responses] == ["optIn"]
+    assert result.summary.delivered_kwh == pytest.approx(result.summary.committed_kwh, rel=0.12)
+    assert len(result.vtn_reports) >= 3
+
+
 def test_event_beyond_the_fleet_is_answered_and_dispatched_best_effort(tmp_path):
     result = asyncio.run(run_demo(settings_for(tmp_path), quick([3000.0, 3000.0], interval_s=6.0)))
     summary = result.summary
