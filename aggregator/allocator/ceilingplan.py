@@ -15,9 +15,12 @@ hours of work for the earlier intervals.
 Exports are planned only when the ceilings alone leave work undone: a first
 pass measures that work, a second pass lets surplus EVs export up to that
 much, in the intervals where the charging room exceeds the ceiling, drawn
-from the EVs with the most hours of surplus left.  Work that still does not
-fit is left for the block start, where departure safety forces it.
-O(N log N) numpy per interval.
+from the EVs with the most hours of surplus left.  If work is still undone, a
+third pass also plans round trips: EVs charge in capacity the ceiling leaves
+spare late in the block (after the crowded period) and export that energy
+earlier, where it lets the others charge.  Work that still does not fit is
+left for the block start, where departure safety forces it.  At most three
+passes of O(N log N) numpy per interval.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from .horizon import Problem
 from .split import time_equalized_reduce
 
 __all__ = ["ceiling_plan"]
+
+_EPS = 1e-9
 
 
 def ceiling_plan(prob: Problem, a: int, b: int, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,9 +53,6 @@ def ceiling_plan(prob: Problem, a: int, b: int, e: np.ndarray) -> tuple[np.ndarr
         if left2 > _EPS:
             req, exports, _ = _backward(prob, a, b, e, e_end, left, left2)
     return req, exports
-
-
-_EPS = 1e-9
 
 
 def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, allowance: float,
