@@ -18,7 +18,8 @@ much, in the intervals where the charging room exceeds the ceiling, drawn
 from the EVs with the most hours of surplus left.  If work is still undone, a
 third pass also plans round trips: EVs charge in capacity the ceiling leaves
 spare late in the block (after the crowded period) and export that energy
-earlier, where it lets the others charge.  Work that still does not fit is
+earlier, where it lets the others charge -- the EVs with the best round-trip
+efficiency first, since that spare capacity is what limits them.  Work that still does not fit is
 left for the block start, where departure safety forces it.  At most three
 passes of O(N log N) numpy per interval.
 """
@@ -87,7 +88,7 @@ def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, a
             # spare capacity: charge EVs that could export that much earlier
             z_room = np.minimum(cmax - room, np.maximum(depth, 0.0) / (prob.etac * prob.etad * dur))
             gain = prob.etac * prob.etad * dur
-            z = time_equalized_reduce(depth, d_rate, z_room, dur, min(-excess, float(np.sum(z_room))))
+            z = _fill_in_order(-prob.etac * prob.etad, z_room, min(-excess, float(np.sum(z_room))))
             made = z * gain
             scale = min(1.0, shift_allowance / max(float(made.sum()), _EPS))
             z *= scale
@@ -100,3 +101,13 @@ def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, a
         exports[:, t - a] = y
         req[:, t - a] = req[:, t - a + 1] - prob.etac * (x + z) * dur + y * dur / prob.etad
     return req, exports, float(work.sum())
+
+
+def _fill_in_order(key: np.ndarray, room: np.ndarray, amount: float) -> np.ndarray:
+    """Amounts 0 <= x <= room summing to `amount`, filled in ascending `key` order."""
+    order = np.argsort(key, kind="stable")
+    r = room[order]
+    before = np.cumsum(r) - r
+    x = np.empty_like(room)
+    x[order] = np.clip(amount - before, 0.0, r)
+    return x

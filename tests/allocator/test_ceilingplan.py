@@ -58,6 +58,17 @@ def test_ev_without_surplus_exports_early_and_recharges_in_spare_capacity():
     assert plan.power_kw[:, 0] == pytest.approx([20.0, -10.0], abs=1e-6)
 
 
+def test_round_trip_goes_to_the_most_efficient_ev():
+    # as above, but two EVs could make the round trip: the lossless one does it
+    f = fleet(3, energy_kwh=np.array([10.0, 30.0, 30.0]), need_kwh=30.0, floor_kwh=10.0,
+              departure_h=np.array([1.0, 4.0, 4.0]), max_charge_kw=np.array([20.0, 10.0, 10.0]),
+              eta_charge=np.array([1.0, 0.9, 1.0]), eta_discharge=np.array([1.0, 0.9, 1.0]))
+    plan = allocate(f, Targets.flat(4, 1.0, 10.0), GREEDY)
+    assert np.all(plan.shortfall_kw <= 1e-6)
+    assert np.all(plan.departure_shortfall_kwh <= 1e-6)
+    assert plan.power_kw[:, 0] == pytest.approx([20.0, 0.0, -10.0], abs=1e-6)
+
+
 @st.composite
 def ceiling_scenarios(draw):
     """Fleets under import ceilings only (>= 0, or no commitment)."""
