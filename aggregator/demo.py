@@ -127,14 +127,14 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
     try:
         metrics_port = app.serve_metrics()
         say(f"/metrics on http://{settings.metrics.host}:{metrics_port}/metrics; VTN simulator at {vtn.url}")
+        # Read the fleet before the VTN can send anything: opt decisions need its state.
+        fleet.advance(datetime.now(timezone.utc))
+        await app.dispatcher.step(datetime.now(timezone.utc))
         try:
             await app.start_ven()
         except Exception as err:
             raise DemoFailure(f"VEN could not register at the VTN: {err}") from err
         say(f"VEN registered as {app.ven.ven_id}")
-        # First meter read and plan before the event is queued, so the opt decision sees the fleet.
-        fleet.advance(datetime.now(timezone.utc))
-        await app.dispatcher.step(datetime.now(timezone.utc))
         if options.warmup:
             await _run_real_time(app, fleet, until=datetime.now(timezone.utc) + options.warmup, tick=options.tick,
                                  say=say)

@@ -45,6 +45,10 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
     try:
         port = app.serve_metrics()
         say(f"/metrics on http://{settings.metrics.host}:{port}/metrics")
+        # Read the fleet before the VTN can send anything: opt decisions need its state.
+        now = datetime.now(timezone.utc)
+        fleet.advance(now)
+        await app.dispatcher.step(now)
         await app.start_ven()
         say(f"registered at {settings.ven.vtn_url} as {app.ven.ven_id}; {len(fleet.chargers)} simulated EVs")
         while not stop.is_set():
