@@ -9,7 +9,7 @@ import numpy as np
 from .bound import lowest_import_kw
 from .cluster import aggregate, bin_groups, exact_groups, split_equal, split_plan
 from .fleet import FleetArrays, validity_mask
-from .heuristics import plan_rule
+from .heuristics import ceiling_blocks, plan_rule
 from .horizon import Problem, build_problem, simulate
 from .lp import solve_units
 from .types import AllocatorOptions, Plan, Targets
@@ -41,6 +41,17 @@ def _score(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
     cost = float(np.sum(P * prob.price[None, :] * prob.dur[None, :]) + prob.wear * np.sum(np.abs(P) * prob.dur[None, :]))
     scale = 1e-6 * max(1.0, float(np.sum(prob.cap)))
     return (round(dep / scale), round(sk / scale), cost)
+
+
+def greedy_plan(prob: Problem) -> np.ndarray:
+    """The event-aware greedy plan.  Under import ceilings the backward
+    ceiling plan usually wins, but with uneven ceilings the forward
+    least-laxity rule sometimes does, so both run and the better is kept."""
+    P = plan_rule(prob, "greedy")
+    if not ceiling_blocks(prob):
+        return P
+    Q = plan_rule(prob, "greedy", plan_ceilings=False)
+    return Q if _score(prob, Q) < _score(prob, P) else P
 
 
 def _site_limited_bound(prob: Problem, fleet: FleetArrays, durations: np.ndarray) -> np.ndarray:
@@ -135,7 +146,7 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
                 # greedy plan are both feasible; keep the better by
                 # (departure shortfall, commitment shortfall, cost)
                 P = split_plan(prob, labels, K, res.power)
-                G = plan_rule(prob, "greedy")
+                G = greedy_plan(prob)
                 if _score(prob, G) < _score(prob, P):
                     P = G
                     notes.append("cluster portfolio: greedy plan beat the split cluster plan")
@@ -144,12 +155,12 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
         else:
             notes.append(f"{method} solver status {res.status} within {options.time_budget_s:g} s: greedy fallback")
             t1 = time.perf_counter()
-            P = plan_rule(prob, "greedy")
+            P = greedy_plan(prob)
             split_s = time.perf_counter() - t1
             method = "greedy-fallback"
     else:
         t1 = time.perf_counter()
-        P = plan_rule(prob, method)
+        P = greedy_plan(prob) if method == "greedy" else plan_rule(prob, method)
         solve_s = time.perf_counter() - t1
 
     # ---- sanitize and report ---------------------------------------------------------

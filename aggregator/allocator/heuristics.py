@@ -52,7 +52,7 @@ LAX = 0.5
 #: `ceilingplan` it only acts in blocks mixing export asks and ceilings and
 #: where a planned block still runs over its ceiling (no effect on the benchmark)
 SURPLUS_PACE = 2.0
-__all__ = ["plan_rule", "enforce_site_limits", "commitment_blocks", "event_lower"]
+__all__ = ["plan_rule", "enforce_site_limits", "commitment_blocks", "ceiling_blocks", "event_lower"]
 
 
 def commitment_blocks(prob: Problem) -> list[tuple[int, int]]:
@@ -199,12 +199,18 @@ def _desired(prob: Problem, t: int, e: np.ndarray, goal: np.ndarray, lo: np.ndar
     return np.minimum(hi, np.maximum(lo, want))
 
 
-def plan_rule(prob: Problem, rule: str = "greedy") -> np.ndarray:
+def ceiling_blocks(prob: Problem) -> list[tuple[int, int]]:
+    """Commitment blocks whose ceilings are all >= 0 (peak shaving)."""
+    return [(a, b) for a, b in commitment_blocks(prob) if np.all(prob.target[a:b] >= 0)]
+
+
+def plan_rule(prob: Problem, rule: str = "greedy", plan_ceilings: bool = True) -> np.ndarray:
     """(N, Tx) average powers under `rule` in {"greedy", "proportional", "llf"}.
 
     Under "greedy" every block asking for export follows the schedule
-    `blockplan.block_exports` plans at its start, and every block of import
-    ceilings the one `ceilingplan.ceiling_plan` plans at its start.
+    `blockplan.block_exports` plans at its start, and (with ``plan_ceilings``)
+    every block of import ceilings the one `ceilingplan.ceiling_plan` plans at
+    its start; without it those blocks use the forward least-laxity rule.
     """
     if rule not in ("greedy", "proportional", "llf"):
         raise ValueError(f"unknown rule {rule!r}")
@@ -222,7 +228,7 @@ def plan_rule(prob: Problem, rule: str = "greedy") -> np.ndarray:
             next_block[t] = next(((a, b) for a, b in blocks if a > t), None)
     goals_cache: dict = {}
     block_start = {a: (a, b) for a, b in blocks if np.any(prob.target[a:b] < 0)}
-    ceiling_start = {a: (a, b) for a, b in blocks if np.all(prob.target[a:b] >= 0)}
+    ceiling_start = {a: (a, b) for a, b in ceiling_blocks(prob)} if plan_ceilings else {}
     sched, sched_from = None, 0
     req, req_exp, req_from = None, None, 0
     for t in range(Tx):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from aggregator.allocator import AllocatorOptions, Targets, allocate
 from aggregator.allocator.ceilingplan import ceiling_plan
-from aggregator.allocator.heuristics import commitment_blocks
+from aggregator.allocator.heuristics import commitment_blocks, plan_rule
 from aggregator.allocator.horizon import build_problem
 
 from .helpers import fleet
@@ -104,3 +104,17 @@ def test_greedy_under_ceilings_keeps_limits_and_drivers_and_beats_proportional(c
     d = tg.durations_h
     assert plan.shortfall_kwh(d) <= prop.shortfall_kwh(d) + 1e-5
     assert plan.departure_shortfall_kwh.sum() <= prop.departure_shortfall_kwh.sum() + 1e-4
+
+
+@SETTINGS
+@given(ceiling_scenarios())
+def test_greedy_never_worse_than_the_forward_rule_alone(case):
+    f, tg = case
+    prob = build_problem(f, tg, AllocatorOptions())
+    forward = np.clip(plan_rule(prob, "greedy", plan_ceilings=False), -prob.dmax, prob.cmax)[:, : prob.T]
+    plan = allocate(f, tg, GREEDY)
+    d = tg.durations_h
+    fwd_short = float(np.sum(np.where(np.isnan(tg.import_kw), 0.0,
+                                      np.maximum(0.0, forward.sum(axis=0) - np.nan_to_num(tg.import_kw))) * d))
+    if _feasible_needs(f):
+        assert plan.shortfall_kwh(d) <= fwd_short + 1e-4
