@@ -78,8 +78,8 @@ class SimulatedFleet:
         self.chargers = {v.spec.id: SimulatedCharger(v.spec, v.energy_kwh, now) for v in self.scenario.vehicles}
 
     def plug_into(self, app: Aggregator) -> None:
-        for vehicle in self.scenario.vehicles:
-            app.dispatcher.plug_in(vehicle.spec, vehicle.session, self.chargers[vehicle.spec.id], vehicle.energy_kwh)
+        app.dispatcher.plug_in_many([(v.spec, v.session, self.chargers[v.spec.id], v.energy_kwh)
+                                     for v in self.scenario.vehicles])
 
     def resume_from_ledger(self, engine) -> int:
         """Continue each simulated charger from its last meter reading, as a real

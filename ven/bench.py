@@ -59,26 +59,13 @@ async def run_once(n: int, vtn, folder: Path, tick: timedelta = timedelta(millis
     from aggregator.event_intake import EventIntake
     from aggregator.metrics import Metrics
     from aggregator.store.db import make_engine
-    from sqlmodel import Session
-
-    from aggregator.store.models import PlugSession, Vehicle
     from ven.client import VenClient
 
     now = datetime.now(timezone.utc)
     engine = make_engine(f"sqlite:///{folder / f'bench-{n}-{time.monotonic_ns()}.db'}")
     dispatcher = Dispatcher(engine, Metrics(), meter_interval=timedelta(seconds=30))
     fleet = _fleet(n, now)
-    rows = []
-    for spec, session, charger, energy in fleet:       # bulk insert, then register with the dispatcher
-        rows.append(Vehicle(id=spec.id, kind=spec.kind, capacity_kwh=spec.capacity_kwh, floor_kwh=spec.floor_kwh,
-                            max_charge_kw=spec.max_charge_kw, max_discharge_kw=spec.max_discharge_kw,
-                            eta_charge=spec.eta_charge, eta_discharge=spec.eta_discharge))
-    with Session(engine) as db:
-        db.add_all(rows)
-        db.commit()
-    from aggregator.dispatch.dispatcher import _Member
-    for spec, session, charger, energy in fleet:
-        dispatcher.members[spec.id] = _Member(spec, session, charger)
+    dispatcher.plug_in_many(list(fleet))
     await dispatcher.step(now)                         # first meter read and idle plan
     last_setpoint = [0.0]
 

@@ -103,18 +103,24 @@ class Dispatcher:
 
     # -- fleet and commitments -------------------------------------------------
     def plug_in(self, spec: VehicleSpec, session: PlugIn, charger: Charger, energy_kwh: float) -> None:
-        member = _Member(spec, session, charger)
-        self.members[spec.id] = member
+        self.plug_in_many([(spec, session, charger, energy_kwh)])
+
+    def plug_in_many(self, arrivals: list[tuple[VehicleSpec, PlugIn, Charger, float]]) -> None:
+        """Vehicles plugging in (spec, session, charger, energy now): recorded in one transaction."""
         with Session(self.engine) as db:
-            db.merge(Vehicle(id=spec.id, kind=spec.kind, capacity_kwh=spec.capacity_kwh, floor_kwh=spec.floor_kwh,
-                             max_charge_kw=spec.max_charge_kw, max_discharge_kw=spec.max_discharge_kw,
-                             eta_charge=spec.eta_charge, eta_discharge=spec.eta_discharge, site=spec.site))
+            rows = []
+            for spec, session, charger, energy_kwh in arrivals:
+                db.merge(Vehicle(id=spec.id, kind=spec.kind, capacity_kwh=spec.capacity_kwh, floor_kwh=spec.floor_kwh,
+                                 max_charge_kw=spec.max_charge_kw, max_discharge_kw=spec.max_discharge_kw,
+                                 eta_charge=spec.eta_charge, eta_discharge=spec.eta_discharge, site=spec.site))
+                rows.append(PlugSession(vehicle_id=spec.id, arrived_at=session.arrived_at,
+                                        departs_at=session.departs_at, energy_at_arrival_kwh=energy_kwh,
+                                        need_kwh=session.need_kwh))
             db.flush()
-            row = PlugSession(vehicle_id=spec.id, arrived_at=session.arrived_at, departs_at=session.departs_at,
-                              energy_at_arrival_kwh=energy_kwh, need_kwh=session.need_kwh)
-            db.add(row)
+            db.add_all(rows)
             db.commit()
-            member.session_row_id = row.id
+            for (spec, session, charger, _energy), row in zip(arrivals, rows):
+                self.members[spec.id] = _Member(spec, session, charger, session_row_id=row.id)
         self._replan = True
 
     def commit(self, event_id: str, intervals: list[CommittedInterval]) -> None:
