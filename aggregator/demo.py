@@ -62,6 +62,7 @@ class DemoResult:
     metrics_port: int = 0
     ven_rejected: list = field(default_factory=list)
     vtn_url: str = ""
+    availability_opts: list = field(default_factory=list)   # EiOpt windows the VTN holds at the end
 
 
 def free_port() -> int:
@@ -156,7 +157,7 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
             await app.dispatcher.step(t)
         summary = summarize_event(app.engine, event_id)
         return DemoResult(summary, list(vtn.record.reports), list(vtn.record.opt_responses), metrics_port,
-                          list(app.ven.rejected), vtn.url)
+                          list(app.ven.rejected), vtn.url, list(vtn.record.opts.values()))
     finally:
         await app.stop()
         await vtn.stop()

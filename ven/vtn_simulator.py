@@ -12,7 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from aiohttp import web
 from openleadr import OpenADRServer, objects
+from openleadr.service import VTNService, handler, service
 
 from ven.pki import DevPki
 
@@ -21,11 +23,31 @@ from ven.measurements import real_power_kw
 log = logging.getLogger(__name__)
 
 
+@service("EiOpt")
+class AvailabilityService(VTNService):
+    """EiOpt for the simulator (openleadr's own OptService is a stub the server does not route)."""
+
+    def __init__(self, vtn_id: str, record: "VtnRecord"):
+        super().__init__(vtn_id)
+        self.record = record
+
+    @handler("oadrCreateOpt")
+    async def create_opt(self, payload: dict):
+        self.record.opts[payload["opt_id"]] = payload
+        return "oadrCreatedOpt", {"opt_id": payload["opt_id"]}
+
+    @handler("oadrCancelOpt")
+    async def cancel_opt(self, payload: dict):
+        self.record.opts.pop(payload["opt_id"], None)
+        return "oadrCanceledOpt", {"opt_id": payload["opt_id"]}
+
+
 @dataclass
 class VtnRecord:
     registered: dict[str, str] = field(default_factory=dict)               # ven_id -> ven_name
     reports: list[tuple[str, datetime, float]] = field(default_factory=list)  # (ven_id, ts, value kW)
     opt_responses: list[tuple[str, str, str]] = field(default_factory=list)   # (ven_id, event_id, opt)
+    opts: dict[str, dict] = field(default_factory=dict)                      # optID -> availability announced
 
 
 class UtilityVtn:
@@ -47,6 +69,8 @@ class UtilityVtn:
         self.server = OpenADRServer(vtn_id=vtn_id, http_host=host, http_port=port,
                                     requested_poll_freq=poll_interval, show_fingerprint=False,
                                     ven_lookup=self._lookup, **options)
+        self.server.app.add_routes([web.post(f"{self.server.http_path_prefix}/EiOpt",
+                                             AvailabilityService(vtn_id, self.record).handler)])
         self.server.add_handler("on_create_party_registration", self._on_registration)
         self.server.add_handler("on_register_report", self._on_register_report)
         self._registrations: dict[str, dict] = {}

@@ -42,6 +42,8 @@ def test_event_over_http_is_delivered_reported_and_drivers_protected(tmp_path):
     # telemetry arrived at the VTN as fleet real power (kW, negative = export during the event)
     assert len(result.vtn_reports) >= 3
     assert min(value for _, _, value in result.vtn_reports) < -50
+    # the VEN announced its availability window (EiOpt) and the VTN acknowledged it
+    assert result.availability_opts and result.availability_opts[0]["opt_type"] == "optIn"
     # every driver left with what they asked (all needs in the default fleet are reachable)
     assert len(summary.drivers) == 50
     assert all(d.energy_at_departure_kwh is not None for d in summary.drivers)
