@@ -17,7 +17,6 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from pathlib import Path
 
 from sqlmodel import Session, select
 
@@ -165,7 +164,7 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
 
 async def _run_real_time(app: Aggregator, fleet: SimulatedFleet, until: datetime, tick: timedelta, say) -> None:
     """Step the loop in real time; after each committed interval, say what the meters measured."""
-    current = None
+    current, current_started, start_register = None, None, 0.0
     while (now := datetime.now(timezone.utc)) < until:
         fleet.advance(now)
         await app.dispatcher.step(now)

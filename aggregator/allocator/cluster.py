@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .heuristics import commitment_blocks, enforce_site_limits, event_lower, event_reduce
+from .heuristics import commitment_blocks, enforce_site_limits, event_reduce
 from .horizon import Problem, power_band, step_energy
 from .lp import Units
 from .split import band_split, time_equalized_reduce
@@ -61,19 +61,6 @@ def _relabel(*cols: np.ndarray) -> tuple[np.ndarray, int]:
         labels = labels.reshape(-1).astype(np.int64)
         K = int(labels.max(initial=-1)) + 1
     return labels, K
-
-
-def departure_classes(prob: Problem, tail_bin_h: float) -> np.ndarray:
-    """EVs in one class leave in the same quarter of the same caller interval,
-    or (after the caller's horizon) in the same `tail_bin_h` slot."""
-    H = prob.end[prob.T - 1] if prob.T else 0.0
-    k = np.searchsorted(prob.end[: prob.T], prob.dep, side="left")  # interval index
-    inside = prob.dep <= H
-    kk = np.minimum(k, max(prob.T - 1, 0))
-    q = np.floor(4 * np.clip((prob.dep - prob.start[kk]) / prob.dur[kk], 0, 0.999999))
-    c_in = kk * 4 + q
-    c_out = 4 * prob.T + 1 + np.floor((prob.dep - H) / tail_bin_h)
-    return np.where(inside, c_in, c_out).astype(np.int64)
 
 
 def bin_groups(prob: Problem, max_units: int) -> tuple[np.ndarray, int]:

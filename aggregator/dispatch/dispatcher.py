@@ -27,7 +27,7 @@ from sqlmodel import Session
 from aggregator.allocator import AllocatorOptions, Plan, Targets, allocate, deliverable_export_bound_kw
 from aggregator.chargers.base import Charger, ChargerReading, ChargerUnavailable
 from aggregator.commitment import CommittedInterval
-from aggregator.dispatch.horizon import Horizon, build_horizon
+from aggregator.dispatch.horizon import build_horizon
 from aggregator.fleet import MemberState, PlugIn, VehicleSpec, fleet_arrays
 from aggregator.metrics import Metrics
 from aggregator.store.db import insert_meter_readings
@@ -68,7 +68,6 @@ class DispatchStatus:
     stored_energy_kwh: float = 0.0
     plugged_in: int = 0
     last_plan: Plan | None = None
-    last_horizon: Horizon | None = None
     departures: list[Departure] = field(default_factory=list)
 
 
@@ -260,7 +259,7 @@ class Dispatcher:
         self._last_plan_at = now
         self._replan = False
         if not states:
-            self.status.last_plan, self.status.last_horizon = None, horizon
+            self.status.last_plan = None
             return
         targets = Targets(horizon.durations_h, horizon.import_ceiling_kw)
         started = time.perf_counter()
@@ -291,7 +290,7 @@ class Dispatcher:
             rows.append(SetpointRecord(vehicle_id=state.spec.id, issued_at=now, power_kw=float(kw),
                                        event_id=self._event_of(committed)))
         self._pending_rows.extend(rows)
-        self.status.last_plan, self.status.last_horizon = plan, horizon
+        self.status.last_plan = plan
         ceiling = horizon.import_ceiling_kw[0]
         if plan is not None:
             planned_export = max(0.0, -float(plan.fleet_kw[0]))

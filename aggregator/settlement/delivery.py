@@ -15,7 +15,7 @@ device fed the grid on balance.
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,13 +97,6 @@ class RegisterSeries:
         a, b = self.register_at(lo), self.register_at(hi)
         assert a is not None and b is not None
         return MeteredEnergy(b[0] - a[0], b[1] - a[1], (hi - lo) / (end - start))
-
-    def has_data_between(self, start: datetime, end: datetime) -> bool:
-        return bisect_right(self._ts, require_utc(end)) > bisect_left(self._ts, require_utc(start))
-
-
-def as_series(readings_by_source: Mapping[str, Iterable[RegisterReading]]) -> dict[str, RegisterSeries]:
-    return {source: RegisterSeries(readings, source) for source, readings in readings_by_source.items()}
 
 
 def fleet_energy(series: Mapping[str, RegisterSeries], start: datetime, end: datetime) -> MeteredEnergy:

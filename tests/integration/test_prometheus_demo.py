@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -32,10 +32,7 @@ def scraped_demo(tmp_path_factory):
                           report_interval=timedelta(seconds=1), progress=lambda *_: None)
     with PrometheusServer([f"127.0.0.1:{port}"], binary=binary) as prometheus:
         result = asyncio.run(run_demo(settings, options))
-        intervals = result.summary.intervals
-        from datetime import datetime
-        middle = datetime.fromisoformat(intervals[1].start).timestamp() + 5
-        end = datetime.fromisoformat(intervals[-1].end).timestamp()
+        middle = datetime.fromisoformat(result.summary.intervals[1].start).timestamp() + 5
         time.sleep(1.5)   # let the last scrape land
         yield prometheus, result, middle, time.time()
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from aggregator.store.db import make_engine
 from ven.rules import Decision, Identity, apply_distribute
