@@ -1,26 +1,25 @@
-"""Committed vs delivered per interval for one event, from the ledger.
+"""The demo's per-event summary: committed vs delivered per interval and each driver's
+energy at departure, from the ledger.
 
-Delivered is metered: the chargers' export minus import registers over each
-interval (aggregator.settlement.delivery), never the plan. Also renders the
-table, CSV, PNG and JSON the demo prints and writes.
+Delivered is metered: the settlement engine's device metering (the chargers' export
+minus import registers over each interval), never the plan. Also renders the table,
+CSV, PNG and JSON the demo prints and writes.
 """
 from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 
 from sqlmodel import Session, select
 
-from aggregator.settlement.delivery import RegisterReading, RegisterSeries, fleet_energy
-from aggregator.store.db import as_utc, meter_readings
-from aggregator.store.models import EventIntervalRecord, EventRecord, PlugSession, Vehicle
+from aggregator.settlement.report import device_settlement
+from aggregator.store.db import as_utc
+from aggregator.store.models import EventRecord, PlugSession, Vehicle
 
 
-READING_MARGIN = timedelta(minutes=10)
 DRIVER_TOLERANCE_KWH = 0.1   # metering and taper noise below this is not counted as short
 
 
@@ -97,7 +96,6 @@ class EventSummary:
 
 
 def _hours(interval: IntervalResult) -> float:
-    from datetime import datetime
     return (datetime.fromisoformat(interval.end) - datetime.fromisoformat(interval.start)).total_seconds() / 3600
 
 
@@ -106,23 +104,10 @@ def summarize_event(engine, event_id: str) -> EventSummary:
         record = db.get(EventRecord, event_id)
         if record is None:
             raise LookupError(f"no event {event_id!r} in the ledger")
-        rows = db.exec(select(EventIntervalRecord).where(EventIntervalRecord.event_id == event_id)
-                       .order_by(EventIntervalRecord.uid)).all()
-        start, end = as_utc(rows[0].start), as_utc(rows[-1].end)
-        by_source: dict[str, list[RegisterReading]] = defaultdict(list)
-        # Readings just outside the event bound the interpolation at its edges.
-        for reading in meter_readings(db, start=start - READING_MARGIN, end=end + READING_MARGIN):
-            by_source[reading.source].append(
-                RegisterReading(reading.ts, reading.energy_import_kwh, reading.energy_export_kwh))
-        series = {source: RegisterSeries(readings, source) for source, readings in by_source.items()}
-        intervals = []
-        for row in rows:
-            s, e = as_utc(row.start), as_utc(row.end)
-            energy = fleet_energy(series, s, e)
-            hours = (e - s).total_seconds() / 3600
-            committed = max(0.0, -row.import_ceiling_kw) if row.import_ceiling_kw is not None else 0.0
-            intervals.append(IntervalResult(row.uid, s.isoformat(), e.isoformat(), committed,
-                                            energy.net_export_kwh / hours, energy.coverage))
+        settled = device_settlement(db, event_id)
+        intervals = [IntervalResult(r.uid, r.start.isoformat(), r.end.isoformat(), r.committed_kw or 0.0,
+                                    r.delivered_kw, r.coverage) for r in settled.intervals]
+        start, end = settled.intervals[0].start, settled.intervals[-1].end
         # The drivers whose plug-in overlapped the event.
         sessions = [row for row in db.exec(select(PlugSession).order_by(PlugSession.vehicle_id)).all()
                     if as_utc(row.arrived_at) <= end and (row.left_at is None or as_utc(row.left_at) >= start)]

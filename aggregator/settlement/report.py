@@ -132,6 +132,18 @@ def _in_season(intervals, year: int, options: SettleOptions, tz: ZoneInfo) -> bo
 
 # ------------------------------------------------------------------ the building block
 
+def device_settlement(session: Session, event_id: str, options: SettleOptions = SettleOptions(),
+                      computed_at: datetime | None = None) -> EventSettlement:
+    """Committed vs delivered at the chargers' meters for one event, computed and not
+    stored (a preview, e.g. the demo's summary). Raises ``LookupError`` for an event
+    without intervals."""
+    intervals = _intervals(session, event_id)
+    if not intervals:
+        raise LookupError(f"no intervals for event {event_id!r} in the ledger")
+    inputs = SettlementInputs(event_id, intervals, _device_method(session, intervals, options), options.timezone)
+    return settle_event(inputs, computed_at or datetime.now(timezone.utc))
+
+
 def settle_from_ledger(session: Session, event_id: str | None = None, season: int | None = None,
                        options: SettleOptions = SettleOptions(),
                        computed_at: datetime | None = None) -> SettleReport:

@@ -100,12 +100,10 @@ def test_impossible_commitment_is_dispatched_best_effort_with_shortfall(harness)
     opt, summary = asyncio.run(scenario())
     assert opt == "optIn"
     assert "best effort" in summary.note and "short" in summary.note
-    plan = harness.app.dispatcher.status
     delivered = [i.delivered_export_kw for i in summary.intervals]
     bound = float(harness.app.dispatcher.export_bound_kw(T0, [1 / 120])[0])
     assert min(delivered) > 0.7 * bound        # the fleet gave most of what it could
     assert summary.performance_ratio < 0.5     # and the shortfall is reported, not hidden
-    assert plan is not None
 
 
 def test_a_vanishing_charger_is_replanned_around(harness):
