@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "oadr20b-spec-samples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "oadr20b-spec-samples"
 POSTGRES_URL = os.environ.get("V2X_TEST_POSTGRES_URL")
 
 

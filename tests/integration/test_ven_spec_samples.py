@@ -1,4 +1,4 @@
-"""Every oadrDistributeEvent sample of the OpenADR 2.0b spec (../shared/fixtures), wrapped
+"""Every oadrDistributeEvent sample of the OpenADR 2.0b spec (tests/fixtures/oadr20b-spec-samples), wrapped
 in the envelope and served raw by the scripted VTN; our answers are schema-checked."""
 from __future__ import annotations
 
