@@ -37,30 +37,21 @@ class PlugSession(SQLModel, table=True):
     energy_at_departure_kwh: float | None = None
 
 
-class EventRecord(SQLModel, table=True):
-    event_id: str = Field(primary_key=True)
-    modification_number: int
-    status: str
-    signal_name: str
-    signal_type: str
-    market_context: str = ""
-    priority: int = 0
-    test_event: bool = False
-    opt_state: str = "none"          # optIn | optOut | none
-    request_id: str | None = None
-    received_at: datetime = Field(sa_column=_utc_column(nullable=False))
-    note: str = ""                   # e.g. why we opted out, or the expected shortfall
+class Commitment(SQLModel, table=True):
+    """What the fleet committed to for an event (the event itself is the VEN's `ven_event` row).
 
-
-class EventIntervalRecord(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("event_id", "uid"),)
+    One row per piece at executed times, after priority arbitration: `kind` is
+    "event" (an event interval), "ramp" (a ramp-up step) or "recovery". The
+    baseline of delta / capacity / percent-offset signals is frozen when the
+    event is first accepted and kept here, so later re-resolutions use it."""
     id: int | None = Field(default=None, primary_key=True)
-    event_id: str = Field(foreign_key="eventrecord.event_id", index=True)
-    uid: int
+    event_id: str = Field(foreign_key="ven_event.event_id", index=True)
     start: datetime = Field(sa_column=_utc_column(nullable=False))
     end: datetime = Field(sa_column=_utc_column(nullable=False))
-    requested: float                 # what the VTN asked, in its units
-    import_ceiling_kw: float | None  # resolved fleet import ceiling; None = no commitment
+    requested: float | None = None   # what the VTN asked, in the signal's units; NULL for ramp/recovery steps
+    import_ceiling_kw: float | None = None   # resolved fleet import ceiling; NULL = no commitment
+    baseline_kw: float = 0.0         # fleet power when the event was first accepted, kW
+    kind: str = "event"              # event | ramp | recovery
 
 
 class SetpointRecord(SQLModel, table=True):
