@@ -38,7 +38,7 @@ def _score(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
     if prob.over_kw is not None:
         short = short + np.where(prob.committed, np.maximum(0.0, np.nan_to_num(tgt) - prob.over_kw - fleet), 0.0)
     sk = float(np.sum(short * prob.dur[: prob.T]))
-    cost = float(np.sum(P * prob.price[None, :] * prob.dur[None, :]) + prob.wear * np.sum(np.abs(P) * prob.dur[None, :]))
+    cost = float(np.sum(P * prob.price[prob.site] * prob.dur[None, :]) + prob.wear * np.sum(np.abs(P) * prob.dur[None, :]))
     scale = 1e-6 * max(1.0, float(np.sum(prob.cap)))
     return (round(dep / scale), round(sk / scale), cost)
 
@@ -55,15 +55,18 @@ def greedy_plan(prob: Problem) -> np.ndarray:
 
 
 def _site_limited_bound(prob: Problem, fleet: FleetArrays, durations: np.ndarray) -> np.ndarray:
+    """(T,) lowest fleet import per interval taken alone, with the site limits
+    applied: a site never exports more than its export limit, and never
+    imports more than its import limit (even where its EVs' needs would force
+    more charging: those needs then fall short instead)."""
     per = lowest_import_kw(fleet, durations, per_ev=True)  # (N, T)
-    if not np.isfinite(prob.site_exp).any():
+    T = per.shape[1]
+    exp, imp = prob.site_exp[:, :T], prob.site_imp[:, :T]
+    if not (np.isfinite(exp).any() or np.isfinite(imp).any()):
         return per.sum(axis=0)
-    S = prob.n_sites
-    by_site = np.zeros((S, per.shape[1]))
+    by_site = np.zeros((prob.n_sites, T))
     np.add.at(by_site, prob.site, per)
-    by_site = np.maximum(by_site, -prob.site_exp[:, None])
-    by_site = np.minimum(np.maximum(by_site, -np.inf), np.where(np.isfinite(prob.site_imp), np.inf, np.inf)[:, None])
-    return by_site.sum(axis=0)
+    return np.minimum(np.maximum(by_site, -exp), imp).sum(axis=0)
 
 
 def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = AllocatorOptions()) -> Plan:

@@ -50,20 +50,44 @@ def lowest_import_kw(fleet: FleetArrays, durations_h: np.ndarray, per_ev: bool =
     return per if per_ev else per.sum(axis=0)
 
 
-def deliverable_export_bound_kw(fleet: FleetArrays, durations_h: np.ndarray) -> np.ndarray:
+def deliverable_export_bound_kw(fleet: FleetArrays, durations_h: np.ndarray,
+                                site_export_limit_kw: np.ndarray | None = None) -> np.ndarray:
     """(T,) largest fleet export (kW, positive) per interval if every EV spent all the
     energy it can spare while still reaching its departure need.
 
     Each interval is taken alone (energy spent in one interval is counted again
     in the next), so this is an upper bound, meant for opt-in decisions and bid
     sizing.  A negative value means even at best the fleet must import that
-    much.  Invalid vehicles are ignored; site limits are not applied (see
-    `Plan.bound_kw` for the site-limited figure).
+    much.  Invalid vehicles are ignored.  With ``site_export_limit_kw`` ((S,)
+    or (S, T), inf = none, as in `Targets`) no site's export counts above its
+    limit; without it site limits are not applied (`Plan.bound_kw` is the
+    site-limited figure for a planned fleet).
     """
+    dur = np.asarray(durations_h, dtype=np.float64).reshape(-1)
     valid, _ = validate_fleet(fleet)
     if len(valid) == 0:
-        return np.zeros(np.asarray(durations_h).size)
-    return -lowest_import_kw(valid, durations_h)
+        return np.zeros(dur.size)
+    if site_export_limit_kw is None:
+        return -lowest_import_kw(valid, dur)
+    exp = _site_rows(site_export_limit_kw, valid, dur.size)
+    per = lowest_import_kw(valid, dur, per_ev=True)
+    by_site = np.zeros((exp.shape[0], dur.size))
+    np.add.at(by_site, valid.site_index(), per)
+    return -np.maximum(by_site, -exp).sum(axis=0)
+
+
+def _site_rows(limit: np.ndarray | None, fleet: FleetArrays, T: int, n_sites: int | None = None) -> np.ndarray:
+    """(S, T) limits, inf where none is given; S covers every site index in `fleet`."""
+    site = fleet.site_index()
+    S = int(max(site.max(initial=0) + 1, n_sites or 1))
+    out = np.full((S, T), np.inf)
+    if limit is not None:
+        v = np.asarray(limit, dtype=np.float64)
+        if v.ndim == 0:
+            v = v.reshape(1)
+        k = min(v.shape[0], S)
+        out[:k] = v[:k, None] if v.ndim == 1 else v[:k]
+    return out
 
 
 def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
@@ -77,7 +101,8 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
     full charging after the window still reaching the need); negative = it must
     import.  The fleet's shortfall over W is at least (-sum of those) minus the
     ceiling energy of W; disjoint windows add up (a small dynamic program over
-    windows).  Cost O(N T^2) with numpy over N; site export limits are applied.
+    windows).  Cost O(N T^2) with numpy over N; site export limits ((S,) or (S, T)) are
+    applied.
     """
     valid, _ = validate_fleet(fleet, n_sites=targets.n_sites)
     tgt = targets.import_kw
@@ -88,7 +113,6 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
     end = np.cumsum(dur)
     start = end - dur
     cum_t = np.concatenate([[0.0], np.cumsum(np.nan_to_num(tgt) * dur)])
-    cum_d = np.concatenate([[0.0], end])
     n = len(valid)
     best = np.zeros(T + 1)
     if n == 0:
@@ -98,11 +122,15 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
     need, dep, pc, pd = valid.need_kwh, valid.departure_h, valid.max_charge_kw, valid.max_discharge_kw
     etac, etad = valid.eta_charge, valid.eta_discharge
     site = valid.site_index()
-    S = int(max(site.max(initial=0) + 1, targets.n_sites or 1))
-    site_exp = np.full(S, np.inf)
-    if targets.site_export_limit_kw is not None:
-        site_exp[: targets.site_export_limit_kw.size] = targets.site_export_limit_kw
+    site_exp = _site_rows(targets.site_export_limit_kw, valid, T, targets.n_sites)   # (S, T)
+    S = site_exp.shape[0]
     limited = np.isfinite(site_exp).any()
+    if limited:
+        # per-site export energy over [a, b) = cum[b] - cum[a]; windows with an
+        # unlimited interval are unlimited (counted separately: inf - inf is nan)
+        fin = np.isfinite(site_exp)
+        cum_x = np.concatenate([np.zeros((S, 1)), np.cumsum(np.where(fin, site_exp, 0.0) * dur, axis=1)], axis=1)
+        cum_inf = np.concatenate([np.zeros((S, 1), dtype=np.int64), np.cumsum(~fin, axis=1)], axis=1)
     # (N, T) most energy each EV can hold at the start of each interval
     e_max = np.minimum(cap[:, None], e0[:, None] + (etac * pc)[:, None] * np.minimum(dep[:, None], start[None, :]))
     for b in range(1, T + 1):
@@ -121,8 +149,8 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
         if limited:
             xs = np.zeros((S, a.size))
             np.add.at(xs, site, x)
-            span = cum_d[b] - cum_d[a]
-            xs = np.minimum(xs, site_exp[:, None] * span[None, :])
+            cap_w = np.where(cum_inf[:, [b]] - cum_inf[:, a] > 0, np.inf, cum_x[:, [b]] - cum_x[:, a])   # (S, A) kWh
+            xs = np.minimum(xs, cap_w)
             xsum = xs.sum(axis=0)
         else:
             xsum = x.sum(axis=0)

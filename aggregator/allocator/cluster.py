@@ -184,7 +184,7 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
                 excess = p.sum() - prob.target[t]
                 if excess > 1e-9:
                     p = p - event_reduce(prob, t, e, p, lo, hi, block_end[t], excess)
-        p = enforce_site_limits(prob, p, lo, hi)
+        p = enforce_site_limits(prob, t, p, lo, hi)
         P[:, t] = p
         e = np.clip(step_energy(e, p, prob.dur[t], prob.etac, prob.etad), np.minimum(prob.lb, e), prob.cap)
     return P

@@ -169,15 +169,17 @@ def _precharge_goal(prob: Problem, block: tuple[int, int], e: np.ndarray, t_now:
     return np.where(h > 0, e_req + phi * pot / prob.etad, 0.0)
 
 
-def enforce_site_limits(prob: Problem, p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Bring every site within its import/export limit (first within bands, then
-    by idling forced charging, never by discharging below a band)."""
-    if not (np.isfinite(prob.site_imp).any() or np.isfinite(prob.site_exp).any()):
+def enforce_site_limits(prob: Problem, t: int, p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Bring every site within its import/export limit of interval t (first
+    within bands, then by idling forced charging, never by discharging below a
+    band)."""
+    imp_lim = prob.site_imp[:, t]
+    exp_lim = -prob.site_exp[:, t]
+    if not (np.isfinite(imp_lim).any() or np.isfinite(exp_lim).any()):
         return p
     S = prob.n_sites
     site = prob.site
     tot = np.bincount(site, weights=p, minlength=S)
-    imp_lim = prob.site_imp
     if np.any(tot > imp_lim + 1e-9):
         want = np.where(tot > imp_lim, imp_lim, np.nan)
         p = band_split(np.minimum(lo, p), hi, p, want, site, S)
@@ -186,7 +188,6 @@ def enforce_site_limits(prob: Problem, p: np.ndarray, lo: np.ndarray, hi: np.nda
             want = np.where(tot > imp_lim, imp_lim, np.nan)
             p = band_split(np.minimum(np.minimum(lo, 0.0), p), hi, p, want, site, S)
             tot = np.bincount(site, weights=p, minlength=S)
-    exp_lim = -prob.site_exp
     if np.any(tot < exp_lim - 1e-9):
         want = np.where(tot < exp_lim, exp_lim, np.nan)
         p = band_split(lo, np.maximum(hi, p), p, want, site, S)
@@ -287,7 +288,7 @@ def plan_rule(prob: Problem, rule: str = "greedy", plan_ceilings: bool = True) -
                 q = p.copy()
                 q[order] -= cut
                 p = q
-        p = enforce_site_limits(prob, p, lo, hi)
+        p = enforce_site_limits(prob, t, p, lo, hi)
         P[:, t] = p
         e = np.clip(step_energy(e, p, prob.dur[t], prob.etac, prob.etad), np.minimum(prob.lb, e), prob.cap)
     return P

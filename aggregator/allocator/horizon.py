@@ -29,7 +29,7 @@ class Problem:
     end: np.ndarray        # (Tx,)
     target: np.ndarray     # (T,) fleet import ceiling, NaN = none
     committed: np.ndarray  # (T,) bool
-    price: np.ndarray      # (Tx,) $/kWh (tail: mean of the caller's prices)
+    price: np.ndarray      # (n_sites, Tx) $/kWh per site (tail: mean of the caller's prices)
     has_price: bool
     frac: np.ndarray       # (N, Tx) plugged fraction of each interval
     e0: np.ndarray
@@ -43,8 +43,8 @@ class Problem:
     etad: np.ndarray
     site: np.ndarray       # (N,) int
     n_sites: int
-    site_imp: np.ndarray   # (n_sites,) kW, inf = none
-    site_exp: np.ndarray   # (n_sites,) kW magnitude, inf = none
+    site_imp: np.ndarray   # (n_sites, Tx) kW, inf = none (tail: the last caller interval's)
+    site_exp: np.ndarray   # (n_sites, Tx) kW magnitude, inf = none
     over_kw: float | None
     w_short: float         # objective weight per kWh of commitment shortfall
     w_dep: float           # per kWh of departure shortfall
@@ -76,7 +76,7 @@ class Problem:
         plugged = np.minimum(self.dep[:, None], self.end[None, :])
         emax = np.minimum(self.cap[:, None], self.e0[:, None] + (self.etac * self.pc)[:, None] * plugged)
         emin = np.maximum(self.lb[:, None], self.need[:, None] - self.charge_after())
-        limited = np.isfinite(self.site_imp)[self.site]
+        limited = np.isfinite(self.site_imp).any(axis=1)[self.site]
         emin[limited] = self.lb[limited, None]
         emin = np.minimum(emin, emax)
         return emin, np.maximum(emax, self.lb[:, None])
@@ -117,23 +117,24 @@ def build_problem(fleet: FleetArrays, targets: Targets, options: AllocatorOption
     frac = np.clip((fleet.departure_h[:, None] - start[None, :]) / dur[None, :], 0.0, 1.0)
 
     committed = ~np.isnan(targets.import_kw)
-    if targets.price is not None:
-        tail_price = float(np.mean(targets.price)) if T else 0.0
-        price = np.concatenate([targets.price, np.full(tail.size, tail_price)])
-        has_price = True
-    else:
-        price = np.zeros(Tx)
-        has_price = False
-
     site = fleet.site_index()
     ns_t = targets.n_sites or 0
     n_sites = max(ns_t, int(site.max()) + 1 if n else 1, 1)
-    site_imp = np.full(n_sites, np.inf)
-    site_exp = np.full(n_sites, np.inf)
-    if targets.site_import_limit_kw is not None:
-        site_imp[: targets.site_import_limit_kw.size] = targets.site_import_limit_kw
-    if targets.site_export_limit_kw is not None:
-        site_exp[: targets.site_export_limit_kw.size] = targets.site_export_limit_kw
+
+    def extend(a: np.ndarray, tail_value: np.ndarray) -> np.ndarray:  # (S, T) -> (S, Tx)
+        return np.concatenate([a, np.repeat(tail_value[:, None], tail.size, axis=1)], axis=1)
+
+    price_st = targets.price_by_site(n_sites)
+    if price_st is not None:
+        price = extend(price_st, price_st.mean(axis=1) if T else np.zeros(n_sites))
+        has_price = True
+    else:
+        price = np.zeros((n_sites, Tx))
+        has_price = False
+    imp, exp = targets.site_limits_kw(n_sites)
+    # after the caller's horizon the last interval's limits are assumed to persist
+    site_imp = extend(imp, imp[:, -1] if T else np.full(n_sites, np.inf))
+    site_exp = extend(exp, exp[:, -1] if T else np.full(n_sites, np.inf))
 
     etac = fleet.eta_charge
     etad = fleet.eta_discharge

@@ -14,9 +14,9 @@ Per unit u and interval t (extended horizon, Tx intervals):
 Per committed caller interval t:
     target[t] - over <= sum_u (c - d)[u,t] - s[t] + o[t] <= target[t],  s, o >= 0
 Per site with a finite limit and every interval:
-    -export_limit <= sum_{u in site} (c - d)[u,t] <= import_limit
+    -export_limit[s,t] <= sum_{u in site} (c - d)[u,t] <= import_limit[s,t]
 Objective (minimise):
-    w_dep * sum z + w_short * sum dur (s + o) + sum dur * price (c - d)
+    w_dep * sum z + w_short * sum dur (s + o) + sum dur * price[site] (c - d)
     + wear * sum dur (c + d) + tiny * sum dur * start_time * c
 The last term makes charging toward the need happen as early as possible
 (robust under the receding horizon) and breaks ties between equal plans.
@@ -116,10 +116,9 @@ def _build(units: Units, prob: Problem):
     over = prob.over_kw
     hi[oidx] = np.where(committed, np.inf, 0.0) if over is not None else 0.0
 
-    cobj = dur * (prob.price + prob.wear + EARLY_CHARGE_EPS * prob.start)
-    dobj = dur * (-prob.price + prob.wear)
-    obj[cidx.ravel()] = np.broadcast_to(cobj[None, :], (U, Tx)).ravel()
-    obj[didx.ravel()] = np.broadcast_to(dobj[None, :], (U, Tx)).ravel()
+    price = prob.price[units.site]                          # (U, Tx): each unit pays its site's price
+    obj[cidx.ravel()] = (dur[None, :] * (price + prob.wear + EARLY_CHARGE_EPS * prob.start[None, :])).ravel()
+    obj[didx.ravel()] = (dur[None, :] * (-price + prob.wear)).ravel()
     obj[zidx] = prob.w_dep
     obj[sidx] = prob.w_short * dur[:T]
     obj[oidx] = prob.w_short * dur[:T]
@@ -166,7 +165,7 @@ def _build(units: Units, prob: Problem):
         nr += k
 
     # ---- site rows -----------------------------------------------------------------
-    lim_sites = np.flatnonzero(np.isfinite(prob.site_imp) | np.isfinite(prob.site_exp))
+    lim_sites = np.flatnonzero((np.isfinite(prob.site_imp) | np.isfinite(prob.site_exp)).any(axis=1))
     for s in lim_sites:  # loop over sites (few), not over variables
         members = np.flatnonzero(units.site == s)
         if members.size == 0:
@@ -176,8 +175,8 @@ def _build(units: Units, prob: Problem):
         rows += [rr, rr]
         cols += [cidx[members].ravel(), didx[members].ravel()]
         vals += [np.ones(members.size * Tx), -np.ones(members.size * Tx)]
-        rlo.append(np.full(Tx, -prob.site_exp[s]))
-        rhi.append(np.full(Tx, prob.site_imp[s]))
+        rlo.append(-prob.site_exp[s])
+        rhi.append(prob.site_imp[s].copy())
         nr += Tx
 
     A = sp.csr_matrix(

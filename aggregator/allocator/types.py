@@ -21,13 +21,27 @@ class Targets:
 
     durations_h           (T,) interval lengths in hours, consecutive from t = 0
     import_kw             (T,) fleet import CEILING per interval; negative = export
-                          asked; NaN = no commitment in that interval
-    price                 (T,) optional $/kWh cost of import (export earns it)
-    site_import_limit_kw  (S,) optional per-site import limit (kW)
-    site_export_limit_kw  (S,) optional per-site export limit (kW, magnitude)
+                          asked; NaN = no commitment in that interval.  A ceiling
+                          below what the fleet can reach is not an error: the plan
+                          gets as close as it can and reports the rest as
+                          `Plan.shortfall_kw`.
+    price                 optional $/kWh cost of import (export earns it): (T,) for
+                          the whole fleet or (S, T) per site (sites on different
+                          tariffs)
+    site_import_limit_kw  optional per-site import limit (kW): (S,) constant or
+                          (S, T) per interval (a derated feeder, transformer
+                          headroom left by the building load); inf = no limit
+    site_export_limit_kw  optional per-site export limit (kW, magnitude), (S,) or
+                          (S, T) as above; inf = no limit
     max_over_delivery_kw  optional: in committed intervals the fleet should stay
                           within this many kW below the ceiling (soft, penalised
                           like a shortfall)
+
+    Site limits are hard: no plan ever exceeds them (except that an import
+    limit below the charging an EV's departure needs force is not enforced
+    below zero).  EVs whose site index has no limit (inf, or beyond the
+    given S rows) are limited only by their chargers.  Invalid values raise
+    ValueError naming the site and the interval.
     """
 
     durations_h: np.ndarray
@@ -48,18 +62,33 @@ class Targets:
             raise ValueError("Targets.import_kw must be finite or NaN (no commitment)")
         object.__setattr__(self, "durations_h", d)
         object.__setattr__(self, "import_kw", t)
+        T = d.size
         if self.price is not None:
-            p = np.asarray(self.price, dtype=np.float64).reshape(-1)
-            if p.shape != d.shape or not np.all(np.isfinite(p)):
-                raise ValueError("Targets.price must be finite with one value per interval")
+            p = np.asarray(self.price, dtype=np.float64)
+            if p.ndim <= 1:
+                p = p.reshape(-1)
+                if p.shape != d.shape:
+                    raise ValueError(f"Targets.price has {p.size} values for {T} intervals; "
+                                     f"give (T,) or (S, T) = (sites, {T})")
+            elif p.ndim != 2 or p.shape[1] != T:
+                raise ValueError(f"Targets.price has shape {p.shape}; expected ({T},) or (S, {T})")
+            _check_values("price", p, lambda x: np.isfinite(x), "must be finite")
             object.__setattr__(self, "price", p)
         for name in ("site_import_limit_kw", "site_export_limit_kw"):
             v = getattr(self, name)
             if v is not None:
-                v = np.asarray(v, dtype=np.float64).reshape(-1)
-                if np.any(np.isnan(v)) or np.any(v < 0):
-                    raise ValueError(f"Targets.{name} must be >= 0 (inf = unlimited)")
+                v = np.asarray(v, dtype=np.float64)
+                if v.ndim == 0:
+                    v = v.reshape(1)
+                if v.ndim > 2 or (v.ndim == 2 and v.shape[1] != T):
+                    raise ValueError(f"Targets.{name} has shape {v.shape}; expected (S,) or (S, {T})")
+                _check_values(name, v, lambda x: ~np.isnan(x) & (x >= 0), "must be >= 0 (inf = unlimited)")
                 object.__setattr__(self, name, v)
+        sizes = {v.shape[0] for v in (self.site_import_limit_kw, self.site_export_limit_kw,
+                                      self.price if self.price is not None and self.price.ndim == 2 else None)
+                 if v is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"Targets: site limits and per-site prices disagree on the number of sites {sorted(sizes)}")
         if self.max_over_delivery_kw is not None and not (self.max_over_delivery_kw >= 0):
             raise ValueError("Targets.max_over_delivery_kw must be >= 0")
 
@@ -69,13 +98,57 @@ class Targets:
 
     @property
     def n_sites(self) -> int | None:
-        sizes = [v.size for v in (self.site_import_limit_kw, self.site_export_limit_kw) if v is not None]
+        """S given by the site limits or per-site prices (None if neither)."""
+        sizes = [v.shape[0] for v in (self.site_import_limit_kw, self.site_export_limit_kw) if v is not None]
+        if self.price is not None and self.price.ndim == 2:
+            sizes.append(self.price.shape[0])
         return max(sizes) if sizes else None
+
+    def site_limits_kw(self, n_sites: int) -> tuple[np.ndarray, np.ndarray]:
+        """(import, export) limits as (n_sites, T) arrays, inf where none is given."""
+        T = self.n_intervals
+        out = []
+        for v in (self.site_import_limit_kw, self.site_export_limit_kw):
+            a = np.full((n_sites, T), np.inf)
+            if v is not None:
+                k = min(v.shape[0], n_sites)
+                a[:k] = v[:k, None] if v.ndim == 1 else v[:k]
+            out.append(a)
+        return out[0], out[1]
+
+    def price_by_site(self, n_sites: int) -> np.ndarray | None:
+        """Prices as an (n_sites, T) array (None without prices); sites beyond
+        the given rows pay the mean of the given sites' prices."""
+        if self.price is None:
+            return None
+        if self.price.ndim == 1:
+            return np.broadcast_to(self.price[None, :], (n_sites, self.n_intervals)).copy()
+        a = np.empty((n_sites, self.n_intervals))
+        k = min(self.price.shape[0], n_sites)
+        a[:k] = self.price[:k]
+        a[k:] = self.price.mean(axis=0)
+        return a
 
     @classmethod
     def flat(cls, n: int, duration_h: float, import_kw: float, **kw) -> "Targets":
         """T equal intervals with the same ceiling (convenience)."""
         return cls(np.full(n, float(duration_h)), np.full(n, float(import_kw)), **kw)
+
+
+def _check_values(name: str, v: np.ndarray, ok_fn, what: str) -> None:
+    """Raise ValueError naming the first bad site / interval of `v`."""
+    ok = ok_fn(v)
+    if np.all(ok):
+        return
+    bad = np.argwhere(~ok)[0]
+    val = v[tuple(bad)]
+    if v.ndim == 2:
+        where = f"site {bad[0]}, interval {bad[1]}"
+    elif name == "price":
+        where = f"interval {bad[0]}"
+    else:
+        where = f"site {bad[0]}"
+    raise ValueError(f"Targets.{name}: {where} is {val!r}; {what}")
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def test_highs_solver_agrees():
 
 
 def test_time_budget_fallback_to_greedy():
-    from aggregator.allocator.synthetic import random_fleet
+    from sim.fleets import random_fleet
     f = random_fleet(400, seed=3)
     plan = allocate(f, Targets.flat(16, 0.25, -1000.0), AllocatorOptions(method="lp", time_budget_s=0.0))
     assert plan.method == "greedy-fallback" and plan.notes

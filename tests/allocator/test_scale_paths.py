@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from aggregator.allocator import AllocatorOptions, allocate
 from aggregator.allocator.bound import shortfall_lower_bound_kwh
 from aggregator.allocator.cluster import _relabel
-from aggregator.allocator.synthetic import event_targets, flat_targets, random_fleet
+from sim.fleets import event_targets, flat_targets, random_fleet
 
 from .test_properties import _check_physics
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from aggregator.allocator import AllocatorOptions, allocate
 from aggregator.allocator.bound import shortfall_lower_bound_kwh
-from aggregator.allocator.synthetic import event_targets, flat_targets, max_feasible_level_kw, random_fleet
+from sim.fleets import event_targets, flat_targets, max_feasible_level_kw, random_fleet
 
 DT = 0.25
 FULL = [(100, 16), (1_000, 16), (10_000, 16), (100_000, 16), (1_000, 96), (10_000, 96)]
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     print(HEADER)
     all_rows = []
     for n, T in configs:
-        cmd = [sys.executable, "-m", "aggregator.allocator.benchmark", "--worker", str(n), str(T), "--repeats", str(args.repeats),
+        cmd = [sys.executable, "-m", "benchmarks.allocator", "--worker", str(n), str(T), "--repeats", str(args.repeats),
                "--full-lp-max", str(args.full_lp_max), "--load", str(args.load), "--seed", str(args.seed),
                "--lp-budget", str(args.lp_budget)]
         res = subprocess.run(cmd, capture_output=True, text=True)
