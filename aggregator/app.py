@@ -1,4 +1,7 @@
-"""Composition root: store, metrics, dispatcher, event intake and the VEN, wired once."""
+"""Composition root: store, metrics, fleet state, dispatcher, event intake and the VEN, wired once.
+
+The charger side is attached after construction (`use_chargers`), because a
+charger driver pushes its station events into the fleet registry made here."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +11,13 @@ from urllib.parse import urlparse
 
 from aggregator.allocator import AllocatorOptions
 from aggregator.config import Settings
+from aggregator.chargers.port import ChargerPort
+from aggregator.commitment_book import CommitmentBook
 from aggregator.dispatch.dispatcher import Dispatcher
+from aggregator.dispatch.ledger_writer import LedgerWriter
+from aggregator.dispatch.live_metrics import LiveMetrics
+from aggregator.dispatch.tally import PerformanceTally
+from aggregator.fleet_state.registry import FleetRegistry
 from aggregator.event_intake import EventIntake, SignalMapping
 from aggregator.metrics import Metrics
 from aggregator.store.db import make_engine
@@ -37,9 +46,14 @@ class Aggregator:
         self.clock = clock
         self.engine = make_engine(settings.database.url)
         self.metrics = Metrics()
-        self.dispatcher = Dispatcher(
-            self.engine, self.metrics, program_label=program_label(settings.program.market_context),
-            allocator_options=allocator_options, meter_interval=timedelta(seconds=settings.fleet.meter_interval_s))
+        self.registry = FleetRegistry(self.engine, metrics=self.metrics)
+        self.book = CommitmentBook()
+        label = program_label(settings.program.market_context)
+        self.dispatcher = Dispatcher(self.registry, None, self.book, allocator_options=allocator_options)
+        self.ledger = LedgerWriter(self.engine, self.metrics)
+        self.tally = PerformanceTally(self.metrics, self.dispatcher.committed_at, label)
+        self.dispatcher.observers = [self.ledger, LiveMetrics(self.metrics, self.registry, self.book, label),
+                                     self.tally]
         program = settings.program
         self.intake = EventIntake(self.dispatcher, self.engine, program, clock, self.metrics,
                                   signals=SignalMapping(price_export_kw=tuple(map(tuple, program.price_export_kw))))
@@ -54,6 +68,10 @@ class Aggregator:
                              report_sampling=report_sampling, metrics=self.metrics,
                              client_options=ven_client_options, identity=identity)
         self._metrics_server = None
+
+    def use_chargers(self, port: ChargerPort) -> None:
+        """The stations the dispatcher commands (a charger driver or the simulation)."""
+        self.dispatcher.port = port
 
     def serve_metrics(self) -> int:
         """Start /metrics; returns the port (useful when the config asks for port 0)."""

@@ -8,14 +8,13 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from aggregator.demo import DEFAULT_PROFILE_KW
 from aggregator.config import ConfigError, Settings, default_config_text, load_settings
-from aggregator.scenario import ScenarioError
+from sim.scenario import ScenarioError
 from aggregator.settlement.report import add_settle_arguments, run_settle
 
 
 def _demo(args, settings: Settings) -> int:
-    from aggregator.demo import DemoFailure, DemoOptions, run_demo
+    from sim.demo import DemoFailure, DemoOptions, run_demo
     from aggregator.event_summary import format_drivers, format_table, write_csv, write_json, write_png
 
     out = Path(args.out)
@@ -28,7 +27,7 @@ def _demo(args, settings: Settings) -> int:
             update={"url": f"sqlite:///{database}"})})
     print(f"ledger: {settings.database.url}")
     try:
-        options = DemoOptions(profile_kw=tuple(args.profile), interval=timedelta(seconds=args.interval_seconds),
+        options = DemoOptions(profile_kw=tuple(args.profile or DemoOptions.profile_kw), interval=timedelta(seconds=args.interval_seconds),
                               pki_folder=out / "pki" if args.secure else None)
         result = asyncio.run(run_demo(settings, options))
     except (DemoFailure, ScenarioError) as err:
@@ -74,28 +73,29 @@ def _run(args, settings: Settings) -> int:
 
 
 def _migrate(args, settings: Settings) -> int:
-    from sqlalchemy import create_engine
-    from aggregator.store.db import normalise_url
+    """The explicit migration step (safe when several run at once: see aggregator/store/migrate.py)."""
+    from aggregator.store.db import open_engine
     from aggregator.store.migrate import new_revision, upgrade
-    engine = create_engine(normalise_url(settings.database.url))
+    engine = open_engine(settings.database.url)
     try:
-        if args.new:
-            upgrade(engine)
-            new_revision(engine, args.new)
+        before, after = upgrade(engine)
+        if before == after:
+            print(f"{settings.database.url}: schema is current (revision {after})")
         else:
-            upgrade(engine)
-            print(f"{settings.database.url}: schema is current")
+            print(f"{settings.database.url}: migrated from {before or 'an empty database'} to revision {after}")
+        if args.new:
+            new_revision(engine, args.new)
     finally:
         engine.dispose()
     return 0
 
 
 def _bench(args, settings: Settings) -> int:
-    if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (ven/bench.py)
-        from ven.bench import main as ven_bench
+    if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (benchmarks/ven.py)
+        from benchmarks.ven import main as ven_bench
         return ven_bench(args.bench_args)
-    from aggregator.allocator import benchmark
-    return benchmark.main(args.bench_args)
+    from benchmarks.allocator import main as allocator_bench
+    return allocator_bench(args.bench_args)
 
 
 def _config(args, settings: Settings) -> int:
@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run one end-to-end DR event against a simulated VTN and fleet")
     demo.add_argument("--json", help="also write the summary as JSON to this path")
     demo.add_argument("--out", default="out", help="folder for the CSV, PNG and demo database (default: out)")
-    demo.add_argument("--profile", type=_profile, default=list(DEFAULT_PROFILE_KW),
-                      help="export asked per interval, kW, comma-separated (default: %(default)s)")
+    demo.add_argument("--profile", type=_profile, default=None,
+                      help="export asked per interval, kW, comma-separated (default: 150,250,350,450,450,350,250,150)")
     demo.add_argument("--interval-seconds", type=float, default=15.0, help="interval length (default: 15)")
     demo.add_argument("--secure", action="store_true",
                       help="mutual TLS + signed messages with a development PKI made in OUT/pki")
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     settle = sub.add_parser("settle", help="settle an event or a season from the ledger (table, CSV, PNG, JSON)")
     add_settle_arguments(settle)
     settle.set_defaults(func=run_settle)
-    migrate = sub.add_parser("migrate", help="bring the database to the current schema (Alembic)")
+    migrate = sub.add_parser("migrate", help="bring the database to the current schema (Alembic); "
+                             "other commands refuse a schema that is behind")
     migrate.add_argument("--new", metavar="MESSAGE", help="developers: autogenerate a revision after changing models")
     migrate.set_defaults(func=_migrate)
     bench = sub.add_parser("bench", help="benchmarks (print tables; not tests)")
@@ -198,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"v2x: {err}", file=sys.stderr)
         return 2
-    return args.func(args, settings)
+    from aggregator.store.migrate import SchemaOutOfDate
+    try:
+        return args.func(args, settings)
+    except SchemaOutOfDate as err:   # the start-up check: the message names `v2x migrate`
+        print(f"v2x {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

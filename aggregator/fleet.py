@@ -36,6 +36,7 @@ class MemberState:
     spec: VehicleSpec
     session: PlugIn
     energy_kwh: float
+    station_id: str = ""
 
 
 def fleet_arrays(members: list[MemberState], now: datetime, need_margin_kwh: float = 0.0) -> FleetArrays:

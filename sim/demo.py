@@ -18,16 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlmodel import Session, select
-
 from aggregator.app import Aggregator
-from aggregator.chargers.simulated import SimulatedCharger
 from aggregator.config import Settings
 from aggregator.event_summary import EventSummary, summarize_event
-from aggregator.scenario import load_scenario
-from aggregator.store.models import MeterReading
+from sim.stations import start_simulated_fleet
+from sim.vtn import UtilityVtn
 from ven.pki import create_dev_pki
-from ven.vtn_simulator import UtilityVtn
 
 log = logging.getLogger(__name__)
 
@@ -70,42 +66,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class SimulatedFleet:
-    """The scenario's vehicles on simulated chargers; advanced by the caller's clock."""
-
-    def __init__(self, scenario_name: str, now: datetime):
-        self.scenario = load_scenario(scenario_name, now)
-        self.chargers = {v.spec.id: SimulatedCharger(v.spec, v.energy_kwh, now) for v in self.scenario.vehicles}
-
-    def plug_into(self, app: Aggregator) -> None:
-        app.dispatcher.plug_in_many([(v.spec, v.session, self.chargers[v.spec.id], v.energy_kwh)
-                                     for v in self.scenario.vehicles])
-
-    def resume_from_ledger(self, engine) -> int:
-        """Continue each simulated charger from its last meter reading, as a real
-        charger keeps its registers and its battery across our restart. Returns how many resumed."""
-        resumed = 0
-        with Session(engine) as db:
-            for charger in self.chargers.values():
-                last = db.exec(select(MeterReading).where(MeterReading.source == charger.charger_id)
-                               .order_by(MeterReading.ts.desc()).limit(1)).first()
-                if last is None:
-                    continue
-                charger.import_kwh, charger.export_kwh = last.energy_import_kwh, last.energy_export_kwh
-                if last.soc_pct is not None:
-                    charger.energy_kwh = last.soc_pct / 100 * charger.spec.capacity_kwh
-                resumed += 1
-        return resumed
-
-    def advance(self, to: datetime, max_step_s: float = 1.0) -> None:
-        for charger in self.chargers.values():
-            charger.advance(to, max_step_s)
-
-    @property
-    def last_departure(self) -> datetime:
-        return max(v.session.departs_at for v in self.scenario.vehicles)
-
-
 async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> DemoResult:
     say = options.progress
     vtn_port = options.vtn_port or free_port()
@@ -118,10 +78,9 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
                           vtn_fingerprint=pki.vtn_fingerprint)
     settings = settings.model_copy(update={"ven": settings.ven.model_copy(update=ven_update)})
     now = datetime.now(timezone.utc)
-    fleet = SimulatedFleet(settings.fleet.scenario, now)
     app = Aggregator(settings, report_sampling=min(options.report_interval, timedelta(seconds=5)))
-    fleet.plug_into(app)
-    say(f"fleet: {len(fleet.chargers)} EVs from scenario '{fleet.scenario.name}'")
+    fleet = start_simulated_fleet(app, settings, now)
+    say(f"fleet: {len(fleet.stations)} EVs from scenario '{fleet.scenario.name}'")
     with contextlib.redirect_stdout(io.StringIO()):   # openleadr prints a banner
         await vtn.start()
     try:
@@ -145,12 +104,12 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
         say(f"VTN issued {event_id}: {len(options.profile_kw)} x {options.interval.total_seconds():.0f} s "
             f"LOAD_DISPATCH from {start:%H:%M:%S} UTC, peak export {max(options.profile_kw):.0f} kW")
         await _run_real_time(app, fleet, until=end + timedelta(seconds=1), tick=options.tick, say=say)
-        if event_id not in app.intake.decisions:
+        if event_id not in app.ven.events:
             raise DemoFailure(f"the VEN never received {event_id} from the VTN")
         await app.ven.stop()
         say("event over; fast-forwarding simulated time until every vehicle has left")
         t = datetime.now(timezone.utc)
-        while app.dispatcher.members:
+        while fleet.any_plugged or app.registry.plugged_in():
             t = min(t + options.fast_forward_step, fleet.last_departure + timedelta(seconds=1))
             fleet.advance(t, max_step_s=30.0)
             await app.dispatcher.step(t)
@@ -168,17 +127,13 @@ async def _run_real_time(app: Aggregator, fleet: SimulatedFleet, until: datetime
     while (now := datetime.now(timezone.utc)) < until:
         fleet.advance(now)
         await app.dispatcher.step(now)
-        committed = app.dispatcher.committed_at(now)
+        in_force = app.dispatcher.committed_at(now)
+        committed = in_force[1] if in_force else None
         if current is not None and committed is not current:
-            exported = _fleet_export_register(fleet) - start_register
+            exported = fleet.export_register_kwh() - start_register
             seconds = (now - current_started).total_seconds()
             say(f"  interval from {current.start:%H:%M:%S}: committed {current.export_kw:6.1f} kW, "
                 f"metered {exported * 3600 / seconds:6.1f} kW")
         if committed is not current:
-            current, current_started, start_register = committed, now, _fleet_export_register(fleet)
+            current, current_started, start_register = committed, now, fleet.export_register_kwh()
         await asyncio.sleep(tick.total_seconds())
-
-
-def _fleet_export_register(fleet: SimulatedFleet) -> float:
-    """Net export kWh of all the simulated chargers' meters (for progress lines only)."""
-    return sum(c.export_kwh - c.import_kwh for c in fleet.chargers.values())

@@ -76,7 +76,7 @@ def _read(name_or_path: str) -> tuple[str, str]:
             return str(path), path.read_text()
         except OSError as err:
             raise ScenarioError(f"scenario file {path}: {err.strerror}") from None
-    shipped = resources.files("aggregator.scenarios").joinpath(f"{name_or_path}.toml")
+    shipped = resources.files("sim.scenarios").joinpath(f"{name_or_path}.toml")
     if not shipped.is_file():
         raise ScenarioError(f"no scenario named {name_or_path!r} (and no such file)")
     return f"scenario {name_or_path}", shipped.read_text()

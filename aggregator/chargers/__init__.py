@@ -1,4 +1,8 @@
-"""Charger drivers: the `Charger` protocol (base.py) and its implementations."""
-from aggregator.chargers.base import Charger, ChargerReading, ChargerUnavailable
+"""Charger drivers behind one event-driven port (port.py): commands resolve to
+acknowledgements, stations push sessions and meter samples."""
+from aggregator.chargers.port import (Ack, ChargerPort, CommandResult, MeterSample, SessionEnded, SessionStarted,
+                                      Setpoint, StationEvent, StationEventSink, StationOffline, StationOnline,
+                                      VehicleIdentified, VehicleInfo)
 
-__all__ = ["Charger", "ChargerReading", "ChargerUnavailable"]
+__all__ = ["Ack", "ChargerPort", "CommandResult", "MeterSample", "SessionEnded", "SessionStarted", "Setpoint",
+           "StationEvent", "StationEventSink", "StationOffline", "StationOnline", "VehicleIdentified", "VehicleInfo"]

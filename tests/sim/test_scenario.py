@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from aggregator.scenario import ScenarioError, load_scenario
+from sim.scenario import ScenarioError, load_scenario
 
 NOW = datetime(2026, 7, 15, 17, tzinfo=timezone.utc)
 GOOD = """

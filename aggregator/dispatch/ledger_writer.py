@@ -1,0 +1,50 @@
+"""Writes what each step metered and commanded to the ledger: meter samples
+(idempotent on (source, ts)) and the setpoints sent. A failed write keeps its
+rows queued for the next step, so a database outage loses nothing."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from aggregator.chargers.port import Ack
+from aggregator.store.db import insert_meter_readings
+from aggregator.store.models import MeterReading, SetpointRecord
+
+log = logging.getLogger(__name__)
+
+
+class LedgerWriter:
+    def __init__(self, engine, metrics=None):
+        self.engine = engine
+        self.metrics = metrics
+        self.pending: list = []
+
+    def observe(self, report) -> None:
+        self.pending.extend(MeterReading(source=s.station_id, ts=s.ts, energy_import_kwh=s.energy_import_kwh,
+                                         energy_export_kwh=s.energy_export_kwh, power_kw=s.power_kw,
+                                         soc_pct=s.soc_pct) for s in report.samples)
+        self.pending.extend(SetpointRecord(vehicle_id=setpoint.station_id, issued_at=report.at,
+                                           power_kw=setpoint.power_kw, event_id=report.committed_event)
+                            for setpoint, result in report.commands if result.ack is Ack.ACCEPTED)
+        self.flush()
+
+    def flush(self) -> bool:
+        if not self.pending:
+            return True
+        rows = self.pending
+        readings = [r for r in rows if isinstance(r, MeterReading)]
+        others = [r for r in rows if not isinstance(r, MeterReading)]
+        try:
+            with Session(self.engine) as db:
+                insert_meter_readings(db, readings)
+                db.add_all(others)
+                db.commit()
+            self.pending = self.pending[len(rows):]
+            return True
+        except SQLAlchemyError as err:
+            if self.metrics is not None:
+                self.metrics.database_errors.inc()
+            log.error("ledger write failed (%s); %d rows kept for retry", err.__class__.__name__, len(rows))
+            return False

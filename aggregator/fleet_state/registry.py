@@ -1,0 +1,401 @@
+"""Fleet state: stations, vehicles and open plug-in sessions, fed by station events,
+kept in memory for the control loop and written through to the database (the
+read model of the API and of other instances).
+
+- A session opens when a station says so, with whatever it knows of the vehicle;
+  a session that starts before the vehicle is known runs as an unidentified,
+  charge-only vehicle at that station until it is identified.
+- One open session per vehicle (a unique index in the database): a vehicle
+  seen at a new station closes its old session ("replaced"); on restart the
+  open sessions are loaded and a station re-announcing the same vehicle
+  continues its session instead of opening a second one.
+- Energy in the battery: from SoC when the station reports it; otherwise the
+  declared fallback: the last known energy plus metered AC energy, counted
+  conservatively (gains discounted, losses inflated by `ESTIMATE_MARGIN`); with
+  no SoC ever known, the vehicle is assumed at its reserve floor, so nothing is
+  exported from energy we cannot see and its need is still charged for.
+- A station that rejects or does not acknowledge a command is unavailable
+  (left out of the plan) until it accepts one; retries back off.
+Database writes are queued and flushed once per step (`persist`); on failure
+they stay queued.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, select
+
+from aggregator.allocator import deliverable_export_bound_kw
+from aggregator.chargers.port import (Ack, CommandResult, MeterSample, SessionEnded, SessionStarted, StationEvent,
+                                      StationOffline, StationOnline, VehicleIdentified, VehicleInfo)
+from aggregator.fleet import MemberState, PlugIn, VehicleSpec, fleet_arrays
+from aggregator.store.db import as_utc
+from aggregator.store.models import MeterReading, PlugSession, Station, Vehicle
+
+log = logging.getLogger(__name__)
+
+ESTIMATE_MARGIN = 0.03                  # conservative share on metered energy when SoC is unknown
+DEFAULT_STAY = timedelta(hours=8)       # departure assumed for a session that gives none
+RETRY_FIRST = timedelta(seconds=2)
+RETRY_MAX = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class StationSpec:
+    id: str
+    site: int = 0
+    max_charge_kw: float = 22.0
+    max_discharge_kw: float = 0.0     # 0 = charge-only
+
+
+@dataclass
+class _Anchor:
+    """Last known battery energy and the meter registers at that moment."""
+    energy_kwh: float
+    import_kwh: float
+    export_kwh: float
+
+
+@dataclass
+class _Live:
+    station: StationSpec
+    online: bool = False
+    session: PlugSession | None = None      # the open session row (write-through)
+    spec: VehicleSpec | None = None
+    plug: PlugIn | None = None
+    last: MeterSample | None = None
+    anchor: _Anchor | None = None
+    soc_known: bool = False
+    unavailable_since: datetime | None = None
+    retry_at: datetime | None = None
+    retry_wait: timedelta = RETRY_FIRST
+    intended_kw: float = 0.0                # what the plan last asked of it
+    samples: list[MeterSample] = field(default_factory=list)
+
+
+class FleetRegistry:
+    """Implements `StationEventSink` (stations push into it) and `FleetView` (others read it)."""
+
+    def __init__(self, engine, vehicles: dict[str, VehicleSpec] | None = None, metrics=None):
+        self.engine = engine
+        self.metrics = metrics
+        self.vehicles: dict[str, VehicleSpec] = dict(vehicles or {})
+        self.stations: dict[str, _Live] = {}
+        self.version = 0                      # bumps whenever what the plan depends on changes
+        self.departures: list[tuple[str, datetime, float, float]] = []   # (vehicle, at, energy, need)
+        self._pending: list = []              # rows to write: Vehicle, Station, PlugSession
+        self._samples: list[MeterSample] = []
+        self.database_errors = 0
+
+    # -- catalogue --------------------------------------------------------------------
+    def register_vehicles(self, specs: list[VehicleSpec]) -> None:
+        for spec in specs:
+            self.vehicles[spec.id] = spec
+            self._pending.append(_vehicle_row(spec))
+
+    def register_station(self, spec: StationSpec) -> None:
+        live = self.stations.get(spec.id)
+        if live is None:
+            self.stations[spec.id] = _Live(spec)
+        else:
+            live.station = spec
+        self._pending.append(Station(id=spec.id, site=spec.site, max_charge_kw=spec.max_charge_kw,
+                                     max_discharge_kw=spec.max_discharge_kw))
+
+    def load(self) -> int:
+        """Restart reconciliation: the open sessions in the database become live again
+        (their stations continue them when they re-announce the vehicle). Returns how many."""
+        with Session(self.engine) as db:
+            for row in db.exec(select(Vehicle)).all():
+                self.vehicles.setdefault(row.id, VehicleSpec(
+                    row.id, row.kind, row.capacity_kwh, row.floor_kwh, row.max_charge_kw, row.max_discharge_kw,
+                    row.eta_charge, row.eta_discharge, row.site))
+            for row in db.exec(select(Station)).all():
+                self.stations.setdefault(row.id, _Live(StationSpec(row.id, row.site, row.max_charge_kw,
+                                                                   row.max_discharge_kw)))
+            open_rows = db.exec(select(PlugSession).where(PlugSession.left_at.is_(None))).all()
+            for row in open_rows:
+                live = self.stations.get(row.station_id or "")
+                spec = self.vehicles.get(row.vehicle_id)
+                if live is None or spec is None:
+                    continue
+                db.expunge(row)
+                live.session, live.spec = row, spec
+                live.plug = PlugIn(spec.id, as_utc(row.arrived_at), as_utc(row.departs_at), row.need_kwh)
+                last = db.exec(select(MeterReading).where(MeterReading.source == live.station.id)
+                               .order_by(MeterReading.ts.desc()).limit(1)).first()
+                if last is not None:
+                    live.last = MeterSample(live.station.id, as_utc(last.ts), last.energy_import_kwh,
+                                            last.energy_export_kwh, last.power_kw, last.soc_pct)
+                    if last.soc_pct is not None:
+                        live.anchor = _Anchor(last.soc_pct / 100 * spec.capacity_kwh, last.energy_import_kwh,
+                                              last.energy_export_kwh)
+                        live.soc_known = True
+                if live.anchor is None:
+                    live.anchor = _Anchor(row.energy_at_arrival_kwh, live.last.energy_import_kwh if live.last else 0.0,
+                                          live.last.energy_export_kwh if live.last else 0.0)
+            self.version += 1
+            return sum(1 for live in self.stations.values() if live.session is not None)
+
+    # -- station events -----------------------------------------------------------------
+    def on_station_event(self, event: StationEvent) -> None:
+        live = self.stations.get(event.station_id)
+        if live is None:   # a station we were not told about: charge-only until configured
+            self.register_station(StationSpec(event.station_id))
+            live = self.stations[event.station_id]
+        if isinstance(event, MeterSample):
+            self._on_sample(live, event)
+        elif isinstance(event, SessionStarted):
+            self._on_started(live, event.ts, event.vehicle)
+        elif isinstance(event, VehicleIdentified):
+            self._on_identified(live, event.ts, event.vehicle)
+        elif isinstance(event, SessionEnded):
+            self._on_ended(live, event.ts, "departed")
+        elif isinstance(event, StationOffline):
+            if live.online:
+                log.warning("station %s went offline", live.station.id)
+                live.online = False
+                self.version += 1
+        elif isinstance(event, StationOnline):
+            if not live.online:
+                log.info("station %s is online", live.station.id)
+                live.online = True
+                live.unavailable_since, live.retry_at, live.retry_wait = None, None, RETRY_FIRST
+                self.version += 1
+
+    def _on_sample(self, live: _Live, sample: MeterSample) -> None:
+        if live.last is not None and sample.ts <= live.last.ts:
+            return   # a replayed or out-of-order sample: the ledger already has it
+        live.last = sample
+        live.samples.append(sample)
+        self._samples.append(sample)
+        if sample.soc_pct is not None and live.spec is not None:
+            live.anchor = _Anchor(sample.soc_pct / 100 * live.spec.capacity_kwh, sample.energy_import_kwh,
+                                  sample.energy_export_kwh)
+            live.soc_known = True
+
+    def _on_started(self, live: _Live, ts: datetime, info: VehicleInfo) -> None:
+        vehicle_id = info.vehicle_id or f"{live.station.id}/unidentified"
+        if live.session is not None and live.session.vehicle_id == vehicle_id:
+            # The station re-announces the session it has (reconnect, our restart): continue it.
+            if info.departs_at or info.need_kwh is not None:
+                self._on_identified(live, ts, info)
+            return
+        if live.session is not None:
+            self._on_ended(live, ts, "replaced")
+        for other in self.stations.values():   # the vehicle cannot be plugged in twice
+            if other is not live and other.session is not None and other.session.vehicle_id == vehicle_id:
+                self._on_ended(other, ts, "replaced")
+        spec = self._spec_for(live, vehicle_id, info)
+        energy = info.energy_kwh if info.energy_kwh is not None else spec.floor_kwh
+        departs = info.departs_at or ts + DEFAULT_STAY
+        need = info.need_kwh if info.need_kwh is not None else spec.capacity_kwh
+        need = min(max(need, 0.0), spec.capacity_kwh)
+        live.spec = spec
+        live.plug = PlugIn(vehicle_id, ts, departs, need)
+        base_import = live.last.energy_import_kwh if live.last else 0.0
+        base_export = live.last.energy_export_kwh if live.last else 0.0
+        live.anchor = _Anchor(energy, base_import, base_export)
+        live.soc_known = info.energy_kwh is not None
+        live.session = PlugSession(vehicle_id=vehicle_id, station_id=live.station.id, arrived_at=ts,
+                                   departs_at=departs, energy_at_arrival_kwh=energy, need_kwh=need)
+        live.online = True
+        self._pending.append(live.session)
+        self.version += 1
+
+    def _on_identified(self, live: _Live, ts: datetime, info: VehicleInfo) -> None:
+        if live.session is None:
+            self._on_started(live, ts, info)
+            return
+        if info.vehicle_id and info.vehicle_id != live.session.vehicle_id:
+            # The unidentified vehicle now has a name: the same session, re-keyed.
+            for other in self.stations.values():
+                if other is not live and other.session is not None and other.session.vehicle_id == info.vehicle_id:
+                    self._on_ended(other, ts, "replaced")
+            live.spec = self._spec_for(live, info.vehicle_id, info)
+            live.session.vehicle_id = info.vehicle_id
+        elif info.max_charge_kw is not None or info.max_discharge_kw is not None or info.capacity_kwh is not None:
+            live.spec = self._spec_for(live, live.session.vehicle_id, info)
+        spec = live.spec
+        departs = info.departs_at or live.plug.departs_at
+        need = min(max(info.need_kwh, 0.0), spec.capacity_kwh) if info.need_kwh is not None else live.plug.need_kwh
+        live.plug = PlugIn(spec.id, live.plug.arrived_at, departs, need)
+        live.session.departs_at, live.session.need_kwh = departs, need
+        if info.energy_kwh is not None:
+            live.anchor = _Anchor(info.energy_kwh, live.last.energy_import_kwh if live.last else 0.0,
+                                  live.last.energy_export_kwh if live.last else 0.0)
+            live.soc_known = True
+        self._pending.append(live.session)
+        self.version += 1
+
+    def _on_ended(self, live: _Live, ts: datetime, reason: str) -> None:
+        if live.session is None:
+            return
+        energy = self.energy_kwh(live)
+        live.session.left_at = ts
+        live.session.energy_at_departure_kwh = energy
+        live.session.closed_reason = reason
+        self._pending.append(live.session)
+        if reason == "departed":
+            self.departures.append((live.session.vehicle_id, ts, energy, live.plug.need_kwh))
+            log.info("vehicle %s departed with %.1f kWh (asked %.1f)", live.session.vehicle_id, energy,
+                     live.plug.need_kwh)
+        live.session, live.spec, live.plug, live.anchor, live.soc_known = None, None, None, None, False
+        self.version += 1
+
+    def _spec_for(self, live: _Live, vehicle_id: str, info: VehicleInfo) -> VehicleSpec:
+        """The known vehicle, with what the session says (driver/vehicle values win), within the station's limits."""
+        known = self.vehicles.get(vehicle_id)
+        if known is None:   # unknown vehicle: charge-only until we know it can discharge
+            capacity = info.capacity_kwh or 60.0
+            known = VehicleSpec(vehicle_id, "unknown", capacity, 0.0, live.station.max_charge_kw, 0.0, 0.92, 0.92,
+                                live.station.site)
+        spec = replace(
+            known,
+            capacity_kwh=info.capacity_kwh or known.capacity_kwh,
+            floor_kwh=info.floor_kwh if info.floor_kwh is not None else known.floor_kwh,
+            max_charge_kw=min(info.max_charge_kw if info.max_charge_kw is not None else known.max_charge_kw,
+                              live.station.max_charge_kw),
+            max_discharge_kw=min(info.max_discharge_kw if info.max_discharge_kw is not None
+                                 else known.max_discharge_kw, live.station.max_discharge_kw),
+            site=live.station.site)
+        if spec != self.vehicles.get(vehicle_id):
+            self.vehicles[vehicle_id] = spec if vehicle_id in self.vehicles else spec
+            self._pending.append(_vehicle_row(spec))
+        return spec
+
+    # -- commands ---------------------------------------------------------------------------
+    def command_result(self, result: CommandResult, now: datetime) -> None:
+        live = self.stations.get(result.station_id)
+        if live is None:
+            return
+        if result.ack is Ack.ACCEPTED:
+            if live.unavailable_since is not None:
+                log.info("station %s accepts commands again", result.station_id)
+                live.unavailable_since, live.retry_at, live.retry_wait = None, None, RETRY_FIRST
+                self.version += 1
+            if not live.online:
+                live.online = True
+                self.version += 1
+            return
+        if live.unavailable_since is None:
+            log.warning("station %s: command %s (%s); re-planned as unavailable", result.station_id,
+                        result.ack.value, result.detail)
+            live.unavailable_since = now
+            self.version += 1
+        else:
+            live.retry_wait = min(RETRY_MAX, live.retry_wait * 2)
+        if result.ack is Ack.OFFLINE:
+            live.online = False
+        live.retry_at = now + live.retry_wait
+
+    def retries_due(self, now: datetime) -> list[tuple[str, float]]:
+        """Unavailable stations whose back-off has passed: (station, the hold command: no discharge)."""
+        return [(sid, max(0.0, live.intended_kw)) for sid, live in self.stations.items()
+                if live.unavailable_since is not None and live.session is not None and live.online
+                and live.retry_at is not None and live.retry_at <= now]
+
+    def set_intended(self, station_id: str, power_kw: float) -> None:
+        self.stations[station_id].intended_kw = power_kw
+
+    # -- what the plan sees -------------------------------------------------------------------
+    def energy_kwh(self, live: _Live) -> float:
+        anchor, spec = live.anchor, live.spec
+        if anchor is None or spec is None:
+            return float("nan")
+        if live.last is None:
+            return anchor.energy_kwh
+        imported = max(0.0, live.last.energy_import_kwh - anchor.import_kwh)
+        exported = max(0.0, live.last.energy_export_kwh - anchor.export_kwh)
+        if live.soc_known and imported == 0 and exported == 0:
+            return anchor.energy_kwh
+        gained = imported * spec.eta_charge * (1 - ESTIMATE_MARGIN)
+        lost = exported / spec.eta_discharge * (1 + ESTIMATE_MARGIN)
+        return float(min(spec.capacity_kwh, max(0.0, anchor.energy_kwh + gained - lost)))
+
+    def plugged(self) -> list[_Live]:
+        return [live for live in self.stations.values() if live.session is not None]
+
+    def available(self, now: datetime) -> list[_Live]:
+        return [live for live in self.plugged() if live.online and live.unavailable_since is None
+                and live.plug.departs_at > now]
+
+    def snapshot(self, now: datetime) -> list[MemberState]:
+        """The vehicles the plan may use now (connected, accepting commands, not yet due to leave)."""
+        return [MemberState(live.spec, live.plug, self.energy_kwh(live), live.station.id)
+                for live in self.available(now)]
+
+    def drain_samples(self) -> list[MeterSample]:
+        out, self._samples = self._samples, []
+        for live in self.stations.values():
+            live.samples = []
+        return out
+
+    # -- FleetView --------------------------------------------------------------------------
+    def fleet_power_kw(self) -> float:
+        return float(sum(live.last.power_kw for live in self.stations.values()
+                         if live.last is not None and live.online))
+
+    def export_bound_kw(self, now: datetime, durations_h: np.ndarray) -> np.ndarray:
+        states = self.snapshot(now)
+        if not states:
+            return np.zeros(len(durations_h))
+        return deliverable_export_bound_kw(fleet_arrays(states, now), np.asarray(durations_h, dtype=float))
+
+    def available_export_kw(self, now: datetime | None = None) -> float:
+        now = now or self._latest_ts()
+        return float(self.export_bound_kw(now, np.array([0.25]))[0]) if now else 0.0
+
+    def stored_energy_kwh(self) -> float:
+        values = [self.energy_kwh(live) for live in self.plugged()]
+        return float(sum(v for v in values if v == v))
+
+    def plugged_in(self) -> int:
+        return len(self.plugged())
+
+    def availability(self) -> list[tuple[datetime, float]]:
+        return [(live.plug.departs_at, live.spec.max_discharge_kw) for live in self.plugged()
+                if live.online and live.unavailable_since is None]
+
+    def _latest_ts(self) -> datetime | None:
+        stamps = [live.last.ts for live in self.stations.values() if live.last is not None]
+        return max(stamps) if stamps else None
+
+    # -- persistence --------------------------------------------------------------------------
+    def persist(self) -> bool:
+        """Write queued vehicles, stations and sessions in one transaction; keep them on failure."""
+        if not self._pending:
+            return True
+        pending = self._pending
+        try:
+            with Session(self.engine, expire_on_commit=False) as db:
+                for row in _dedupe(pending):
+                    db.merge(row) if not isinstance(row, PlugSession) else db.add(row)
+                db.commit()
+            self._pending = self._pending[len(pending):]
+            return True
+        except SQLAlchemyError as err:
+            self.database_errors += 1
+            if self.metrics is not None:
+                self.metrics.database_errors.inc()
+            log.error("fleet state write failed (%s); %d rows kept for retry", err.__class__.__name__, len(pending))
+            return False
+
+
+def _vehicle_row(spec: VehicleSpec) -> Vehicle:
+    return Vehicle(id=spec.id, kind=spec.kind, capacity_kwh=spec.capacity_kwh, floor_kwh=spec.floor_kwh,
+                   max_charge_kw=spec.max_charge_kw, max_discharge_kw=spec.max_discharge_kw,
+                   eta_charge=spec.eta_charge, eta_discharge=spec.eta_discharge, site=spec.site)
+
+
+def _dedupe(rows: list) -> list:
+    """Vehicles and stations first (sessions reference them), the last version of each row wins."""
+    keyed: dict = {}
+    for row in rows:
+        keyed[(type(row).__name__, id(row) if isinstance(row, PlugSession) else row.id)] = row
+    order = {"Vehicle": 0, "Station": 1, "PlugSession": 2}
+    return sorted(keyed.values(), key=lambda r: order[type(r).__name__])
