@@ -1,4 +1,4 @@
-"""Engine creation and the few writes that need care (idempotent ledger inserts)."""
+"""Engine creation (with the schema check) and the few writes that need care (idempotent ledger inserts)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -9,7 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine, select
 
-from aggregator.store.migrate import upgrade
+from aggregator.store.migrate import SchemaOutOfDate, ensure_schema
 from aggregator.store.models import MeterReading
 
 
@@ -20,7 +20,8 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def open_engine(url: str) -> Engine:
+    """An engine on the database as it is, without the schema check (what `v2x migrate` uses)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -33,8 +34,24 @@ def make_engine(url: str) -> Engine:
             cursor.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    upgrade(engine)
     return engine
+
+
+def make_engine(url: str) -> Engine:
+    """An engine on a database whose schema is current. An empty database is initialised to
+    head; one whose schema is behind (or unknown) raises `SchemaOutOfDate`, naming `v2x migrate`.
+    Opening never migrates an existing schema: that is `v2x migrate`'s job."""
+    engine = open_engine(url)
+    try:
+        ensure_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+__all__ = ["SchemaOutOfDate", "as_utc", "insert_meter_readings", "make_engine", "meter_readings",
+           "normalise_url", "open_engine"]
 
 
 def as_utc(ts: datetime) -> datetime:
