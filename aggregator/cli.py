@@ -8,14 +8,13 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from aggregator.demo import DEFAULT_PROFILE_KW
 from aggregator.config import ConfigError, Settings, default_config_text, load_settings
-from aggregator.scenario import ScenarioError
+from sim.scenario import ScenarioError
 from aggregator.settlement.report import add_settle_arguments, run_settle
 
 
 def _demo(args, settings: Settings) -> int:
-    from aggregator.demo import DemoFailure, DemoOptions, run_demo
+    from sim.demo import DemoFailure, DemoOptions, run_demo
     from aggregator.event_summary import format_drivers, format_table, write_csv, write_json, write_png
 
     out = Path(args.out)
@@ -28,7 +27,7 @@ def _demo(args, settings: Settings) -> int:
             update={"url": f"sqlite:///{database}"})})
     print(f"ledger: {settings.database.url}")
     try:
-        options = DemoOptions(profile_kw=tuple(args.profile), interval=timedelta(seconds=args.interval_seconds),
+        options = DemoOptions(profile_kw=tuple(args.profile or DemoOptions.profile_kw), interval=timedelta(seconds=args.interval_seconds),
                               pki_folder=out / "pki" if args.secure else None)
         result = asyncio.run(run_demo(settings, options))
     except (DemoFailure, ScenarioError) as err:
@@ -92,11 +91,11 @@ def _migrate(args, settings: Settings) -> int:
 
 
 def _bench(args, settings: Settings) -> int:
-    if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (ven/bench.py)
-        from ven.bench import main as ven_bench
+    if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (benchmarks/ven.py)
+        from benchmarks.ven import main as ven_bench
         return ven_bench(args.bench_args)
-    from aggregator.allocator import benchmark
-    return benchmark.main(args.bench_args)
+    from benchmarks.allocator import main as allocator_bench
+    return allocator_bench(args.bench_args)
 
 
 def _config(args, settings: Settings) -> int:
@@ -149,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run one end-to-end DR event against a simulated VTN and fleet")
     demo.add_argument("--json", help="also write the summary as JSON to this path")
     demo.add_argument("--out", default="out", help="folder for the CSV, PNG and demo database (default: out)")
-    demo.add_argument("--profile", type=_profile, default=list(DEFAULT_PROFILE_KW),
-                      help="export asked per interval, kW, comma-separated (default: %(default)s)")
+    demo.add_argument("--profile", type=_profile, default=None,
+                      help="export asked per interval, kW, comma-separated (default: 150,250,350,450,450,350,250,150)")
     demo.add_argument("--interval-seconds", type=float, default=15.0, help="interval length (default: 15)")
     demo.add_argument("--secure", action="store_true",
                       help="mutual TLS + signed messages with a development PKI made in OUT/pki")
