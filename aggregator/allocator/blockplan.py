@@ -9,7 +9,9 @@ from the last interval back to the first: EVs still plugged in a later
 interval are plugged in every earlier one, so the later intervals are served
 first, from the EVs with the most full-power hours of usable budget left
 (time-equalising, `split.time_equalized_reduce`), which keeps the most power
-for the earlier intervals.  O(N) numpy per interval.
+for the earlier intervals; no site is asked for more than its export limit of
+that interval allows (`split.site_capped_reduce`: the rest goes to the other
+sites).  O(N) numpy per interval.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .horizon import Problem, power_band, step_energy
-from .split import time_equalized_reduce
+from .split import site_capped_reduce
 
 __all__ = ["block_exports"]
 
@@ -31,11 +33,14 @@ def block_exports(prob: Problem, a: int, b: int, e: np.ndarray, charge_after: np
     short = e < e_req
     budget = np.where(short, 0.0, (e - e_req) * prob.etad)
     forced = np.zeros(b - a)
+    S = prob.n_sites
+    forced_site = np.zeros((S, b - a))
     ee = e.copy()
     for t in range(a, b):
         lo, hi = power_band(prob, t, ee, charge_after=charge_after)
         p = np.where(short, np.clip(0.0, lo, hi), 0.0)
         forced[t - a] = p.sum()
+        forced_site[:, t - a] = np.bincount(prob.site, weights=p, minlength=S)
         ee = step_energy(ee, p, dur[t], prob.etac, prob.etad)
     ask = forced - prob.target[a:b]
     X = np.zeros((prob.n, b - a))
@@ -46,7 +51,9 @@ def block_exports(prob: Problem, a: int, b: int, e: np.ndarray, charge_after: np
         # full-power hours the EV can still use from the block start to the end of t
         usable = np.clip(np.minimum(prob.dep, prob.end[t]) - prob.start[a], 0.0, None) * prob.pd
         room = np.where(short, 0.0, np.minimum(prob.pd * prob.frac[:, t], budget / dur[t]))
-        x = time_equalized_reduce(np.minimum(budget, usable), rate, room, dur[t], ask[t - a])
+        # each site exports at most its limit (plus what its forced charging offsets)
+        cap = forced_site[:, t - a] + prob.site_exp[:, t]
+        x = site_capped_reduce(np.minimum(budget, usable), rate, room, dur[t], ask[t - a], prob.site, cap)
         X[:, t - a] = x
         budget = budget - x * dur[t]
     return X

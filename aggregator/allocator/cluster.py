@@ -83,7 +83,7 @@ def bin_groups(prob: Problem, max_units: int) -> tuple[np.ndarray, int]:
     H = prob.end[prob.T - 1] if prob.T else 0.0
     k = np.searchsorted(prob.end[: prob.T], prob.dep, side="left")
     cls = np.where(prob.dep <= H, k, prob.T).astype(np.int64)
-    emin, emax = prob.envelope()
+    emin, emax = prob.envelope(sites=False)
     T_last = max(prob.T - 1, 0)
     rate = np.where(prob.pd > 0, prob.pd, np.maximum(prob.pc, 1e-9))
     spare = (prob.e0 - emin[:, T_last]) * prob.etad / rate
@@ -124,7 +124,7 @@ def aggregate(prob: Problem, labels: np.ndarray, K: int) -> Units:
         etad = np.where(dmax > 0, wd / np.where(dmax > 0, dmax, 1.0), mean_d)
     site = np.zeros(K, dtype=np.int64)
     site[labels] = prob.site
-    emin, emax = prob.envelope()
+    emin, emax = prob.envelope(sites=False)
     return Units(e0=s(prob.e0), cap=s(prob.cap), lb=s(prob.lb), need=s(prob.need), cmax=cmax, dmax=dmax,
                  etac=etac, etad=etad, site=site, e_lo=np.asarray(M @ emin), e_hi=np.asarray(M @ emax))
 

@@ -39,7 +39,7 @@ import numpy as np
 from .blockplan import block_exports
 from .ceilingplan import ceiling_plan
 from .horizon import Problem, power_band, step_energy
-from .split import band_split, time_equalized_reduce
+from .split import band_split, site_capped_reduce, time_equalized_reduce
 
 #: weight of "leaves before the event ends" in the export order.  0 = pure
 #: remaining-time equalisation, 1 = full least-laxity; 0.5 was best on the
@@ -129,7 +129,9 @@ def _export_reduce(prob: Problem, t: int, e: np.ndarray, p: np.ndarray, lo: np.n
     # least laxity first: an EV that leaves before the event ends must spend its share sooner
     h = np.clip(np.minimum(prob.dep, block_end_h) - prob.start[t], 0.0, None)
     spare = spare - LAX * rate * np.maximum(0.0, h - prob.dur[t])
-    return time_equalized_reduce(spare, rate, room, prob.dur[t], amount)
+    # a site at its export limit cannot go lower: its share goes to the other sites
+    cap = np.bincount(prob.site, weights=p, minlength=prob.n_sites) + prob.site_exp[:, t]
+    return site_capped_reduce(spare, rate, room, prob.dur[t], amount, prob.site, cap)
 
 
 PRECHARGE_MARGIN = 1.2

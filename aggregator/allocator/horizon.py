@@ -59,25 +59,29 @@ class Problem:
     def dmax(self) -> np.ndarray:
         return self.pd[:, None] * self.frac
 
-    def envelope(self) -> tuple[np.ndarray, np.ndarray]:
-        if "envelope" not in self.cache:
-            self.cache["envelope"] = self._envelope()
-        return self.cache["envelope"]
+    def envelope(self, sites: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        key = "envelope" if sites else "envelope/nosite"
+        if key not in self.cache:
+            self.cache[key] = self._envelope(sites)
+        return self.cache[key]
 
-    def _envelope(self) -> tuple[np.ndarray, np.ndarray]:
+    def _envelope(self, sites: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(emin, emax), each (N, Tx): bounds on the energy at the end of each interval.
 
         emax: full-power charging from t = 0 (and capacity).  emin: departure
         safety -- the level from which full-power charging still reaches the
         need -- or the floor, never above emax.  Every plan that meets the
         departure needs stays inside.  For EVs at sites with a finite import
-        limit emin is just the floor (forced charging might not fit the site).
+        limit emin is just the floor (forced charging might not fit the site),
+        unless ``sites`` is False (the EV's own departure safety, used to
+        describe how much an EV can spare, not as a hard bound).
         """
         plugged = np.minimum(self.dep[:, None], self.end[None, :])
         emax = np.minimum(self.cap[:, None], self.e0[:, None] + (self.etac * self.pc)[:, None] * plugged)
         emin = np.maximum(self.lb[:, None], self.need[:, None] - self.charge_after())
-        limited = np.isfinite(self.site_imp).any(axis=1)[self.site]
-        emin[limited] = self.lb[limited, None]
+        if sites:
+            limited = np.isfinite(self.site_imp).any(axis=1)[self.site]
+            emin[limited] = self.lb[limited, None]
         emin = np.minimum(emin, emax)
         return emin, np.maximum(emax, self.lb[:, None])
 

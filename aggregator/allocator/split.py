@@ -126,3 +126,38 @@ def _equalize_one(spare: np.ndarray, rate: np.ndarray, room: np.ndarray, dur: fl
         elif s_ > amount:
             x *= amount / s_
     return x
+
+
+def site_capped_reduce(spare: np.ndarray, rate: np.ndarray, room: np.ndarray, dur: float, amount: float,
+                       site: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """`time_equalized_reduce` over the whole fleet with the reduction of every
+    site s summing to at most cap[s] (kW; inf = no limit): how far a site's
+    total may still go down before it hits its export limit.
+
+    Water-filling: the fleet shares one remaining-time level; a site whose
+    share would exceed its cap is fixed at its cap (equalised inside the site)
+    and the rest is shared again by the other sites.  A site fixed this way
+    stays fixed (the others' level only drops), so at most S rounds."""
+    cap = np.maximum(np.asarray(cap, dtype=np.float64), 0.0)
+    S = cap.size
+    x = np.zeros(spare.size)
+    if amount <= 0:
+        return x
+    if not np.isfinite(cap).any():
+        return time_equalized_reduce(spare, rate, room, dur, amount)
+    active = np.ones(S, dtype=bool)
+    left = float(amount)
+    for _ in range(S + 1):
+        m = active[site]
+        y = _equalize_one(spare, rate, np.where(m, room, 0.0), dur, left)
+        ys = np.bincount(site, weights=y, minlength=S)
+        over = active & (ys > cap + 1e-9 * (1.0 + np.abs(cap)))
+        if not over.any():
+            return x + y
+        z = time_equalized_reduce(spare, rate, np.where(over[site], room, 0.0), dur, np.where(over, cap, 0.0), site, S)
+        x = x + z
+        left -= float(z.sum())
+        active &= ~over
+        if left <= 1e-12 or not active.any():
+            break
+    return x
