@@ -373,8 +373,14 @@ class FleetRegistry:
         pending = self._pending
         try:
             with Session(self.engine, expire_on_commit=False) as db:
-                for row in _dedupe(pending):
-                    db.merge(row) if not isinstance(row, PlugSession) else db.add(row)
+                rows = _dedupe(pending)
+                for row in rows:
+                    if not isinstance(row, PlugSession):
+                        db.merge(row)
+                db.flush()   # vehicles and stations before the sessions that reference them
+                for row in rows:
+                    if isinstance(row, PlugSession):
+                        db.add(row)
                 db.commit()
             self._pending = self._pending[len(pending):]
             return True
@@ -393,9 +399,8 @@ def _vehicle_row(spec: VehicleSpec) -> Vehicle:
 
 
 def _dedupe(rows: list) -> list:
-    """Vehicles and stations first (sessions reference them), the last version of each row wins."""
+    """The last version of each row."""
     keyed: dict = {}
     for row in rows:
         keyed[(type(row).__name__, id(row) if isinstance(row, PlugSession) else row.id)] = row
-    order = {"Vehicle": 0, "Station": 1, "PlugSession": 2}
-    return sorted(keyed.values(), key=lambda r: order[type(r).__name__])
+    return list(keyed.values())

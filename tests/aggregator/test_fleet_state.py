@@ -1,0 +1,155 @@
+"""The charger port and the fleet-state registry with simulated stations and a test
+clock: acknowledgements re-plan, sessions come from stations, SoC is optional,
+restarts open no second session."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlmodel import Session, select
+
+from aggregator.app import Aggregator
+from aggregator.chargers.port import Ack, MeterSample, SessionStarted, VehicleIdentified, VehicleInfo
+from aggregator.config import Settings
+from aggregator.fleet import VehicleSpec
+from aggregator.fleet_state.registry import StationSpec
+from aggregator.store.models import PlugSession
+from sim.station import Behaviour, SimulatedStation
+from sim.stations import SimulatedStations, start_simulated_fleet
+
+T0 = datetime(2026, 7, 15, 18, tzinfo=timezone.utc)
+TICK = timedelta(milliseconds=500)
+BUS = VehicleSpec("bus-1", "school-bus", 200.0, 40.0, 19.2, 19.2, 0.92, 0.92)
+
+
+def settings_for(database_url: str) -> Settings:
+    return Settings.model_validate({"database": {"url": database_url}, "metrics": {"port": 0}})
+
+
+async def run_until(app, fleet, now, until, tick=TICK):
+    while now < until:
+        fleet.advance(now)
+        await app.dispatcher.step(now)
+        now += tick
+    return now
+
+
+@pytest.fixture
+def app(database_url):
+    app = Aggregator(settings_for(database_url), clock=lambda: T0)
+    app.dispatcher.command_deadline = timedelta(seconds=0.3)
+    yield app
+    app.engine.dispose()
+
+
+def test_a_rejecting_station_is_replanned_as_unavailable_until_it_accepts(app):
+    fleet = start_simulated_fleet(app, app.settings, T0, behaviours={"school-bus-01": Behaviour("reject")})
+    victim = fleet.stations["cp-school-bus-01"]
+
+    async def scenario():
+        now = await run_until(app, fleet, T0, T0 + timedelta(seconds=2))
+        planned = {s.station_id for s in app.registry.snapshot(now)}
+        assert "cp-school-bus-01" not in planned and len(planned) == len(fleet.stations) - 1
+        rejected = [r for _, r in app.ledger_commands if r.station_id == "cp-school-bus-01"]
+        assert rejected and rejected[0].ack is Ack.REJECTED
+        victim.behaviour = Behaviour("accept")   # it recovers; the back-off retry finds out
+        now = await run_until(app, fleet, now, now + timedelta(seconds=10))
+        assert "cp-school-bus-01" in {s.station_id for s in app.registry.snapshot(now)}
+        answers = [r.ack for _, r in app.ledger_commands if r.station_id == "cp-school-bus-01"]
+        assert answers[-1] is Ack.ACCEPTED and victim.valid_until is not None
+    app.ledger_commands = []
+    app.dispatcher.observers.append(_CommandRecorder(app.ledger_commands))
+    asyncio.run(scenario())
+
+
+def test_a_station_that_acknowledges_too_late_is_unavailable(app):
+    fleet = start_simulated_fleet(app, app.settings, T0, behaviours={"school-bus-02": Behaviour("late", 1.0)})
+
+    async def scenario():
+        now = await run_until(app, fleet, T0, T0 + timedelta(seconds=1))
+        assert "cp-school-bus-02" not in {s.station_id for s in app.registry.snapshot(now)}
+        live = app.registry.stations["cp-school-bus-02"]
+        assert live.unavailable_since is not None and live.retry_at > now - TICK
+    asyncio.run(scenario())
+
+
+class _CommandRecorder:
+    def __init__(self, sink):
+        self.sink = sink
+
+    def observe(self, report):
+        self.sink.extend(report.commands)
+
+
+def test_a_session_that_starts_before_the_vehicle_is_known(app):
+    """An AC station starts a session for a vehicle nobody has named yet: it is charged
+    (charge-only, nothing exported from it) and keeps its session when identified."""
+    station = SimulatedStation("cp-visitor", BUS, 120.0, T0, reports_soc=False)
+    net = SimulatedStations(app.registry)
+    app.registry.register_station(StationSpec("cp-visitor", 0, 22.0, 19.2))
+    net.add(station, T0 + timedelta(hours=4), 180.0)
+    app.use_chargers(net)
+    app.registry.on_station_event(SessionStarted("cp-visitor", T0, VehicleInfo()))   # no id, no SoC, no needs
+
+    async def scenario():
+        now = await run_until(app, net, T0, T0 + timedelta(seconds=3))
+        [member] = app.registry.snapshot(now)
+        assert member.spec.id == "cp-visitor/unidentified" and member.spec.max_discharge_kw == 0.0
+        assert station.setpoint_kw > 0          # charged toward a full battery by default
+        app.registry.register_vehicles([BUS])
+        app.registry.on_station_event(VehicleIdentified("cp-visitor", now, VehicleInfo(
+            vehicle_id="bus-1", departs_at=T0 + timedelta(hours=4), need_kwh=180.0)))
+        now = await run_until(app, net, now, now + timedelta(seconds=2))
+        [member] = app.registry.snapshot(now)
+        assert member.spec.id == "bus-1" and member.spec.max_discharge_kw == pytest.approx(19.2)
+        assert member.session.need_kwh == 180.0
+    asyncio.run(scenario())
+    with Session(app.engine) as db:
+        rows = db.exec(select(PlugSession)).all()
+    assert [(r.vehicle_id, r.station_id, r.left_at) for r in rows] == [("bus-1", "cp-visitor", None)]
+
+
+def test_without_soc_the_energy_estimate_is_conservative(app):
+    """No SoC from the station: energy starts at the reserve floor and grows by what the meter
+    shows was charged, discounted; it never exceeds the battery's true energy."""
+    station = SimulatedStation("cp-ac", BUS, 100.0, T0, reports_soc=False)
+    net = SimulatedStations(app.registry, sample_interval=timedelta(seconds=5))
+    app.registry.register_vehicles([BUS])
+    app.registry.register_station(StationSpec("cp-ac", 0, 19.2, 19.2))
+    net.add(station, T0 + timedelta(hours=3), 190.0)
+    app.use_chargers(net)
+    net.plug_in_all()
+
+    async def scenario():
+        now = T0
+        for _ in range(6):
+            now = await run_until(app, net, now, now + timedelta(minutes=1), tick=timedelta(seconds=5))
+            [member] = app.registry.snapshot(now)
+            assert member.energy_kwh <= station.energy_kwh + 1e-9
+        return member
+    member = asyncio.run(scenario())
+    assert member.energy_kwh > BUS.floor_kwh                 # the metered charge is counted
+    assert not app.registry.stations["cp-ac"].soc_known
+
+
+def test_a_restart_continues_open_sessions_instead_of_opening_new_ones(database_url):
+    for _ in range(3):
+        app = Aggregator(settings_for(database_url), clock=lambda: T0)
+        fleet = start_simulated_fleet(app, app.settings, T0, resume=True)
+        asyncio.run(run_until(app, fleet, T0, T0 + timedelta(seconds=2)))
+        app.engine.dispose()
+    with Session(app.engine) as db:
+        rows = db.exec(select(PlugSession)).all()
+    assert len(rows) == len(fleet.stations)
+    assert all(r.left_at is None for r in rows)
+
+
+def test_replayed_or_out_of_order_samples_are_ignored(app):
+    app.registry.register_vehicles([BUS])
+    app.registry.register_station(StationSpec("cp", 0, 19.2, 19.2))
+    app.registry.on_station_event(SessionStarted("cp", T0, VehicleInfo(vehicle_id="bus-1", energy_kwh=100.0)))
+    app.registry.on_station_event(MeterSample("cp", T0 + timedelta(seconds=10), 5.0, 0.0, 10.0, None))
+    app.registry.on_station_event(MeterSample("cp", T0 + timedelta(seconds=5), 2.0, 0.0, 10.0, None))
+    app.registry.on_station_event(MeterSample("cp", T0 + timedelta(seconds=10), 5.0, 0.0, 10.0, None))
+    assert [s.ts for s in app.registry.drain_samples()] == [T0 + timedelta(seconds=10)]
