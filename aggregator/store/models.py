@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -26,15 +26,30 @@ class Vehicle(SQLModel, table=True):
     site: int = 0
 
 
+class Station(SQLModel, table=True):
+    """A charging station (one EVSE) the aggregator commands."""
+    id: str = Field(primary_key=True)
+    site: int = 0
+    max_charge_kw: float = 22.0
+    max_discharge_kw: float = 0.0     # 0 = charge-only (OCPP 2.0.1, or not bidirectional)
+    online: bool = False
+    last_seen: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
 class PlugSession(SQLModel, table=True):
+    """One vehicle plugged into one station. At most one open session (left_at NULL) per vehicle."""
+    __table_args__ = (Index("one_open_session_per_vehicle", "vehicle_id", unique=True,
+                            sqlite_where=text("left_at IS NULL"), postgresql_where=text("left_at IS NULL")),)
     id: int | None = Field(default=None, primary_key=True)
     vehicle_id: str = Field(foreign_key="vehicle.id", index=True)
+    station_id: str | None = Field(default=None, index=True)
     arrived_at: datetime = Field(sa_column=_utc_column(nullable=False))
     departs_at: datetime = Field(sa_column=_utc_column(nullable=False))
     energy_at_arrival_kwh: float
     need_kwh: float
     left_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
     energy_at_departure_kwh: float | None = None
+    closed_reason: str | None = None  # departed | replaced | reconciled
 
 
 class Commitment(SQLModel, table=True):
