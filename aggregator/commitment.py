@@ -21,8 +21,9 @@ class UnsupportedSignal(ValueError):
 class CommittedInterval:
     start: datetime
     end: datetime
-    requested: float          # what the VTN asked, in the signal's units
-    import_ceiling_kw: float  # fleet import ceiling; negative = export
+    requested: float          # what the VTN asked, in the signal's units (NaN for ramp/recovery steps)
+    import_ceiling_kw: float  # fleet import ceiling; negative = export; NaN = no commitment
+    kind: str = "event"       # event | ramp | recovery
 
     @property
     def export_kw(self) -> float:

@@ -1,5 +1,5 @@
 """The demo's per-event summary: committed vs delivered per interval and each driver's
-energy at departure, from the ledger.
+energy at departure, from the ledger and the VEN's event store.
 
 Delivered is metered: the settlement engine's device metering (the chargers' export
 minus import registers over each interval), never the plan. Also renders the table,
@@ -17,7 +17,8 @@ from sqlmodel import Session, select
 
 from aggregator.settlement.report import device_settlement
 from aggregator.store.db import as_utc
-from aggregator.store.models import EventRecord, PlugSession, Vehicle
+from aggregator.store.models import PlugSession, Vehicle
+from ven.store import VenEvent
 
 
 DRIVER_TOLERANCE_KWH = 0.1   # metering and taper noise below this is not counted as short
@@ -101,9 +102,9 @@ def _hours(interval: IntervalResult) -> float:
 
 def summarize_event(engine, event_id: str) -> EventSummary:
     with Session(engine) as db:
-        record = db.get(EventRecord, event_id)
+        record = db.get(VenEvent, event_id)   # the VEN's event store is the record of events
         if record is None:
-            raise LookupError(f"no event {event_id!r} in the ledger")
+            raise LookupError(f"no event {event_id!r} in the event store")
         settled = device_settlement(db, event_id)
         intervals = [IntervalResult(r.uid, r.start.isoformat(), r.end.isoformat(), r.committed_kw or 0.0,
                                     r.delivered_kw, r.coverage) for r in settled.intervals]
@@ -114,7 +115,7 @@ def summarize_event(engine, event_id: str) -> EventSummary:
         vehicles = {v.id: v for v in db.exec(select(Vehicle)).all()}
         drivers = [DriverResult(s.vehicle_id, s.need_kwh, s.energy_at_departure_kwh, _achievable(s, vehicles[s.vehicle_id]))
                    for s in sessions]
-        return EventSummary(event_id, record.opt_state, record.note, intervals, drivers)
+        return EventSummary(event_id, record.opt_state, record.reason, intervals, drivers)
 
 
 def _achievable(session: PlugSession, vehicle: Vehicle) -> float:

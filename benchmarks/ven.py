@@ -130,7 +130,7 @@ async def run_once(n: int, vtn, folder: Path, tick: timedelta = timedelta(millis
 
 
 async def _bench(sizes: list[int], repeat: int) -> list[dict]:
-    from ven.vtn_simulator import UtilityVtn
+    from sim.vtn import UtilityVtn
     vtn = UtilityVtn(port=_free_port(), report_interval=timedelta(seconds=60))
     with contextlib.redirect_stdout(io.StringIO()):
         await vtn.start()

@@ -1,14 +1,16 @@
 """Our VEN: openleadr does transport, registration, signing and report plumbing
 (through the thin subclass in `ven.oadr`); the event semantics are ours:
 
-- every distribute goes through `ven.engine.EventEngine` (rules, store, sink),
+- every distribute goes through `ven.engine.EventEngine` (rules, store, fleet port),
   which never raises: a failure becomes an optOut, with the reason logged;
 - one oadrCreatedEvent per distribute, sent before the poll returns;
 - later opt changes (the fleet lost capability) are checked every
   `opt_check_interval` and sent with the event's original requestID (rule 42);
+- the fleet is reached through `ven.port` only: executable requests and
+  assessments (`FleetPort`), and what we report (`FleetTelemetry`);
 - reports: TELEMETRY_USAGE of fleet real power (powerReal, W with siScaleCode
   k, positive = import) and TELEMETRY_STATUS (available discharge kW, stored
-  kWh, mean SoC %); queued reports survive a VTN outage, in order;
+  kWh, plugged-in EVs); queued reports survive a VTN outage, in order;
 - EiOpt: the window in which the fleet can export is announced with
   oadrCreateOpt (vavailability) and re-announced (oadrCancelOpt + new opt)
   when departures or dropped chargers move it (`ven.availability`);
@@ -21,22 +23,21 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from openleadr import objects
 
 from ven.availability import AvailabilityAnnouncer
-from ven.engine import EventEngine, EventSink
-from ven.event import Event
+from ven.engine import EventEngine
+from ven.execution import Planning
 from ven.measurements import real_power_kw
 from ven.oadr import VenOpenADRClient
+from ven.port import FleetPort, FleetTelemetry
 from ven.rules import Identity
 from ven.store import EventStore
 
 log = logging.getLogger(__name__)
-
-EventHandler = Callable[[Event], Awaitable[str]]
 
 
 class VenUnavailable(RuntimeError):
@@ -48,37 +49,36 @@ def _utc_now() -> datetime:
 
 
 class VenClient:
-    def __init__(self, vtn_url: str, ven_name: str, sink: EventSink, fleet_power_kw: Callable[[], float],
-                 *, ven_id: str | None = None, report_sampling: timedelta = timedelta(seconds=5),
-                 metrics=None, client_options: dict | None = None, store_engine=None,
-                 identity: Identity | None = None, fleet_status: Callable[[], object] | None = None,
-                 clock: Callable[[], datetime] | None = None, rng: random.Random | None = None,
-                 opt_check_interval: timedelta = timedelta(seconds=5),
-                 availability: Callable[[], list[tuple[datetime, float]]] | None = None,
+    def __init__(self, vtn_url: str, ven_name: str, port: FleetPort, telemetry: FleetTelemetry, *,
+                 store_engine=None, identity: Identity | None = None, market_context: str | None = None,
+                 ven_id: str | None = None, clock: Callable[[], datetime] = _utc_now,
+                 rng: random.Random | None = None, planning: Planning = Planning(),
+                 report_sampling: timedelta = timedelta(seconds=5), metrics=None,
+                 client_options: dict | None = None, opt_check_interval: timedelta = timedelta(seconds=5),
                  availability_min_kw: float = 1.0):
-        """`sink` is the application side (decide/apply/reevaluate, e.g. `EventIntake`).
-        Where not given, the store engine, clock, market context and fleet status are
-        taken from the sink (`sink.engine`, `sink.clock`, `sink.program`, `sink.dispatcher`)."""
+        """`port` is the fleet side of the event flow (`ven.port.FleetPort`, e.g. the
+        aggregator's `EventIntake`); `telemetry` is what the VEN reports
+        (`ven.port.FleetTelemetry`, e.g. the aggregator's `FleetView`).
+        `store_engine`: the SQLAlchemy engine of the event store (None: events are kept in
+        memory only). `market_context`: the program the EiOpt availability is announced for
+        (and, without `identity`, the one program we accept events for)."""
         self.metrics = metrics
-        self.sink = sink
+        self.port = port
+        self.telemetry = telemetry
         self.vtn_url = vtn_url
         self.rejected: list[tuple[str, str]] = []   # (event id, reason) of events we answered with an error
-        clock = clock or getattr(sink, "clock", None) or _utc_now
-        store_engine = store_engine if store_engine is not None else getattr(sink, "engine", None)
         self.store = EventStore(store_engine) if store_engine is not None else None
         stored_ven_id, stored_registration = (self.store.identity(vtn_url) if self.store else (None, None))
         ven_id = ven_id or stored_ven_id
         if identity is None:
-            program = getattr(sink, "program", None)
-            contexts = frozenset({program.market_context}) if program is not None else frozenset()
-            identity = Identity(ven_id=ven_id, market_contexts=contexts)
+            identity = Identity(ven_id=ven_id, market_contexts=frozenset({market_context} if market_context else ()))
         elif identity.ven_id is None and ven_id:
             identity = _with_ven_id(identity, ven_id)   # the configured or stored venID
+        if market_context is None and len(identity.market_contexts) == 1:
+            market_context = next(iter(identity.market_contexts))
         self.identity = identity
-        self.engine = EventEngine(sink, identity, clock, store=self.store, rng=rng)
-        if fleet_status is None and getattr(sink, "dispatcher", None) is not None:
-            fleet_status = lambda: sink.dispatcher.status  # noqa: E731
-        self.fleet_status = fleet_status
+        self.engine = EventEngine(port, identity, clock, store=self.store, rng=rng, planning=planning,
+                                  metrics=metrics)
         self.opt_check_interval = opt_check_interval
         self.client = VenOpenADRClient(ven_name=ven_name, vtn_url=vtn_url, ven_id=ven_id, show_fingerprint=False,
                                        distribute_handler=self._on_distribute, on_poll_result=self._on_poll_result,
@@ -87,15 +87,9 @@ class VenClient:
         self.client.registration_id = None
         self._stored_registration = stored_registration
         self._wrap_registration()
-        self._add_reports(fleet_power_kw, report_sampling)
+        self._add_reports(report_sampling)
         self._opt_task: asyncio.Task | None = None
-        if availability is None and getattr(sink, "dispatcher", None) is not None:
-            availability = lambda: [(m.session.departs_at, m.spec.max_discharge_kw)  # noqa: E731
-                                    for m in sink.dispatcher.members.values() if m.connected]
-        self.availability = availability
-        program = getattr(sink, "program", None)
-        self.announcer = AvailabilityAnnouncer(self.client, getattr(program, "market_context", None),
-                                               availability_min_kw)
+        self.announcer = AvailabilityAnnouncer(self.client, market_context, availability_min_kw)
         self._clock = clock
 
     @property
@@ -111,23 +105,23 @@ class VenClient:
         return self.engine.state
 
     # -- reports -----------------------------------------------------------------------
-    def _add_reports(self, fleet_power_kw: Callable[[], float], sampling: timedelta) -> None:
+    def availability(self) -> list[tuple[datetime, float]]:
+        return self.telemetry.availability()
+
+    def _add_reports(self, sampling: timedelta) -> None:
         rate = objects.SamplingRate(min_period=sampling, max_period=timedelta(hours=1), on_change=False)
+        telemetry = self.telemetry
         self.client.add_report(
             # scale must be passed again: add_report overwrites the measurement's scale with its own default
-            callback=lambda: float(fleet_power_kw()), resource_id="fleet", measurement=real_power_kw(), scale="k",
-            report_specifier_id="fleet-telemetry-usage", r_id="fleet-real-power",
+            callback=lambda: float(telemetry.fleet_power_kw()), resource_id="fleet", measurement=real_power_kw(),
+            scale="k", report_specifier_id="fleet-telemetry-usage", r_id="fleet-real-power",
             sampling_rate=rate, report_duration=timedelta(hours=24))
-        if self.fleet_status is None:
-            return
-        status = self.fleet_status
         for r_id, report_type, read in (
-                ("available-discharge-kw", "upRegulationCapacityAvailable",
-                 lambda: float(status().available_export_kw)),
-                ("stored-energy-kwh", "storedEnergy", lambda: float(status().stored_energy_kwh)),
-                ("plugged-in-evs", "x-resourceStatus", lambda: float(status().plugged_in))):
+                ("available-discharge-kw", "upRegulationCapacityAvailable", telemetry.available_export_kw),
+                ("stored-energy-kwh", "storedEnergy", telemetry.stored_energy_kwh),
+                ("plugged-in-evs", "x-resourceStatus", telemetry.plugged_in)):
             self.client.add_report(
-                callback=read, resource_id="fleet", report_name="TELEMETRY_STATUS",
+                callback=lambda read=read: float(read()), resource_id="fleet", report_name="TELEMETRY_STATUS",
                 report_specifier_id="fleet-telemetry-status", r_id=r_id, report_type=report_type,
                 reading_type="x-notApplicable", sampling_rate=rate, report_duration=timedelta(hours=24))
 
@@ -156,11 +150,10 @@ class VenClient:
             self._count_events()
         except Exception:  # the watcher must survive anything
             log.exception("opt-change check failed")
-        if self.availability is not None:
-            try:
-                await self.announcer.refresh(self.availability(), self._clock())
-            except Exception:
-                log.exception("availability announcement failed")
+        try:
+            await self.announcer.refresh(self.availability(), self._clock())
+        except Exception:
+            log.exception("availability announcement failed")
 
     # -- transport and identity -------------------------------------------------------------
     def _on_poll_result(self, ok: bool, seconds: float) -> None:

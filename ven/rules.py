@@ -15,6 +15,10 @@ passed in. Rule numbers as quoted in public conformance test suites:
         lower is an error (450) in any state and changes nothing
 - 61    an event missing from a full distribute (also an empty one) is cancelled
 - 12/62/64 responseRequired=always -> one eventResponse per such event, never -> none
+
+`decide(event, timing)` gets the event as the VTN sent it and the timing the
+VEN decided for it (the start offset drawn once), so the fleet is asked about
+the executed times.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ class Decision:
     reason: str = ""
 
 
-Decide = Callable[[Event], Decision]
+Decide = Callable[[Event, Timing], Decision]
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,7 @@ def apply_distribute(state: dict[str, StoredEvent], request_id: str, raw_events:
                                 f"market context {event.market_context!r} is not a program we are enrolled in")
         else:
             try:
-                decision = decide(event)
+                decision = decide(event, timing)
             except Exception as err:  # the decision must never break the answer to the VTN
                 decision = Decision("optOut", OK, f"opt decision failed: {err.__class__.__name__}: {err}")
         new_state[event_id] = StoredEvent(event, request_id, decision.opt, decision.code, decision.reason, timing,

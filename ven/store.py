@@ -10,12 +10,17 @@ JSON next to the queryable columns so it is rebuilt exactly.
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Column, DateTime, Text, UniqueConstraint
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, delete, select
 
 from ven.event import Event, EventInterval
+from ven.port import WriteFailed
 from ven.rules import StoredEvent
 from ven.schedule import Timing, shifted_intervals
 from ven.translate import OPEN_END
@@ -103,11 +108,25 @@ def event_from_json(text: str) -> Event:
     return Event(intervals=intervals, **data)
 
 
-class EventStore:
-    """Load and save `StoredEvent`s; one transaction per distribute."""
+log = logging.getLogger(__name__)
 
-    def __init__(self, engine):
+
+class EventStoreWriteFailed(WriteFailed):
+    """The event store could not save, after its retries."""
+
+
+class EventStore:
+    """Load and save `StoredEvent`s; one transaction per distribute.
+
+    A failed save is retried `attempts` times with a short back-off, then
+    raises `EventStoreWriteFailed` (never swallowed)."""
+
+    def __init__(self, engine, attempts: int = 3, backoff_s: float = 0.05,
+                 sleep: Callable[[float], None] = time.sleep):
         self.engine = engine   # its tables come with the schema (aggregator.store.migrate)
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self._sleep = sleep
 
     def load(self) -> dict[str, StoredEvent]:
         with Session(self.engine) as db:
@@ -124,6 +143,18 @@ class EventStore:
     def save(self, events: list[StoredEvent]) -> None:
         if not events:
             return
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self._save(events)
+                return
+            except SQLAlchemyError as err:
+                if attempt == self.attempts:
+                    raise EventStoreWriteFailed(f"saving {len(events)} event(s) failed after {attempt} attempts: "
+                                                f"{err.__class__.__name__}: {err}") from err
+                log.warning("saving events failed (attempt %d/%d), retrying: %s", attempt, self.attempts, err)
+                self._sleep(self.backoff_s * 2 ** (attempt - 1))
+
+    def _save(self, events: list[StoredEvent]) -> None:
         with Session(self.engine) as db:
             for stored in events:
                 event, timing = stored.event, stored.timing

@@ -1,13 +1,19 @@
 """``v2x settle``: settle events from the ledger, store versioned runs, report.
 
-The I/O edge of the settlement package: reads ``EventRecord`` /
-``EventIntervalRecord`` / ``MeterReading`` rows, turns them into plain
-``SettlementInputs`` for the pure engine, saves new versions through
-``store.py`` and renders the results (text table, CSV, JSON, PNG).
+The I/O edge of the settlement package: reads the events from the VEN's event
+store (``ven_event`` / ``ven_event_interval``: the one record of events, at
+executed times), what the fleet committed to from ``commitment`` and the
+``MeterReading`` ledger, turns them into plain ``SettlementInputs`` for the
+pure engine, saves new versions through ``store.py`` and renders the results
+(text table, CSV, JSON, PNG).
 
 Ledger conventions used here (see ``aggregator/store/models.py``):
 
-* committed export kW = ``max(0, -import_ceiling_kw)``; ``None`` = no commitment;
+* committed export kW of an event interval = the time-weighted
+  ``max(0, -import_ceiling_kw)`` of the event's ``commitment`` pieces of kind
+  "event" over it (the parts another event governed count 0); no piece with a
+  ceiling = no commitment (``None``): opted-out and test events commit nothing;
+* an open-ended interval is settled up to the end of its commitment;
 * device metering: every ``MeterReading.source`` except the premise meter and
   the aggregate ``"fleet"`` row is a charger meter (``"fleet"`` is used only
   when no charger rows exist, so nothing is counted twice);
@@ -40,7 +46,8 @@ from aggregator.settlement.payments import (
 from aggregator.settlement.performance import EventInterval, EventSettlement, committed_export_kw
 from aggregator.settlement.store import latest_settlement, save_settlement
 from aggregator.store.db import as_utc
-from aggregator.store.models import EventIntervalRecord, EventRecord, MeterReading
+from aggregator.store.models import Commitment, MeterReading
+from ven.store import VenEvent, VenEventInterval
 
 FLEET_SOURCE = "fleet"
 
@@ -72,10 +79,37 @@ class SettleReport:
 # ------------------------------------------------------------------ ledger -> inputs
 
 def _intervals(session: Session, event_id: str) -> tuple[EventInterval, ...]:
-    rows = session.exec(select(EventIntervalRecord).where(EventIntervalRecord.event_id == event_id)
-                        .order_by(EventIntervalRecord.uid)).all()
-    return tuple(EventInterval(r.uid, as_utc(r.start), as_utc(r.end), committed_export_kw(r.import_ceiling_kw))
-                 for r in rows)
+    rows = session.exec(select(VenEventInterval).where(VenEventInterval.event_id == event_id)
+                        .order_by(VenEventInterval.uid)).all()
+    pieces = [(as_utc(c.start), as_utc(c.end), c.import_ceiling_kw) for c in session.exec(
+        select(Commitment).where(Commitment.event_id == event_id, Commitment.kind == "event")).all()]
+    out = []
+    for row in rows:
+        start = as_utc(row.start)
+        if row.end is not None:
+            end = as_utc(row.end)
+        else:   # open-ended: as far as it was committed
+            ends = [e for s, e, _ in pieces if e > start]
+            if not ends:
+                continue
+            end = max(ends)
+        if end <= start:
+            continue
+        out.append(EventInterval(row.uid, start, end, _committed_over(pieces, start, end)))
+    return tuple(out)
+
+
+def _committed_over(pieces: list[tuple[datetime, datetime, float | None]], start: datetime,
+                    end: datetime) -> float | None:
+    """Time-weighted committed export over [start, end); None if nothing was committed in it."""
+    total, any_commitment = 0.0, False
+    for s, e, ceiling in pieces:
+        overlap = (min(e, end) - max(s, start)).total_seconds()
+        if overlap <= 0 or ceiling is None:
+            continue
+        any_commitment = True
+        total += committed_export_kw(ceiling) * overlap
+    return total / (end - start).total_seconds() if any_commitment else None
 
 
 def _readings(session: Session, start: datetime, end: datetime,
@@ -116,7 +150,7 @@ def _baseline_method(session: Session, event_id: str, intervals, options: Settle
         t += options.baseline_slot
     profile = LoadProfile(options.baseline_slot, interval_loads(series, slots))
     other_days = set()
-    for record in session.exec(select(EventRecord).where(EventRecord.event_id != event_id)).all():
+    for record in session.exec(select(VenEvent).where(VenEvent.event_id != event_id)).all():
         if record.test_event:
             continue
         for interval in _intervals(session, record.event_id):
@@ -159,12 +193,12 @@ def settle_from_ledger(session: Session, event_id: str | None = None, season: in
     if options.baseline is not None and options.baseline not in PRESETS:
         raise ValueError(f"unknown baseline {options.baseline!r}; choose from {sorted(PRESETS)}")
     if event_id is not None:
-        record = session.get(EventRecord, event_id)
+        record = session.get(VenEvent, event_id)
         if record is None:
             raise LookupError(f"no event {event_id!r} in the ledger")
         records = [record]
     else:
-        records = list(session.exec(select(EventRecord).order_by(EventRecord.event_id)).all())
+        records = list(session.exec(select(VenEvent).order_by(VenEvent.event_id)).all())
         if not options.include_test_events:
             records = [r for r in records if not r.test_event]
 

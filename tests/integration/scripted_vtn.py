@@ -312,20 +312,21 @@ class ScriptedVtn:
 
 
 class VenUnderTest:
-    """Our VEN (VenClient + EventIntake + a dispatcher over the default simulated fleet)
-    pointed at a VTN. The dispatcher's loop is stepped by the test when it needs energy moved."""
+    """Our VEN (VenClient) pointed at a VTN, with the aggregator's fleet port behind it:
+    the event intake writing a `CommitmentBook`, over a fake fleet (`tests.ven.fakes.FakeFleet`)
+    that is also the telemetry. `port` records what crosses the VEN's fleet port."""
 
     def __init__(self, vtn_url: str, database_url: str, *, program: dict | None = None, identity=None,
                  seed: int = 7, client_options: dict | None = None, report_sampling=timedelta(seconds=1),
                  opt_check_interval=timedelta(seconds=1), secure: bool | None = None):
         import random
 
+        from aggregator.commitment_book import CommitmentBook
         from aggregator.config import ProgramSettings
-        from aggregator.demo import SimulatedFleet
-        from aggregator.dispatch.dispatcher import Dispatcher
         from aggregator.event_intake import EventIntake
         from aggregator.metrics import Metrics
         from aggregator.store.db import make_engine
+        from tests.ven.fakes import FakeFleet, RecordingPort
         from ven.client import VenClient
         from ven.rules import Identity
 
@@ -338,39 +339,29 @@ class VenUnderTest:
         self.now = datetime.now(timezone.utc)
         self.engine = make_engine(database_url)
         self.metrics = Metrics()
-        self.dispatcher = Dispatcher(self.engine, self.metrics)
-        self.fleet = SimulatedFleet("default", self.now)
-        self.dispatcher_members_plugged = False
+        self.fleet = FakeFleet(self.now, seed=seed)
+        self.book = CommitmentBook(self.engine)
         self.program = ProgramSettings.model_validate(program or {})
-        self.intake = EventIntake(self.dispatcher, self.engine, self.program, lambda: datetime.now(timezone.utc),
-                                  self.metrics)
+        self.intake = EventIntake(self.book, self.fleet, self.program, lambda: datetime.now(timezone.utc))
+        self.port = RecordingPort(self.intake)
         identity = identity or Identity(
             resource_ids=frozenset({"Resource_123", "RES_123"}), party_ids=frozenset({"Party_123"}),
             group_ids=frozenset({"Group_123"}), market_contexts=frozenset({self.program.market_context}))
-        self.ven = VenClient(vtn_url, "ven-under-test", self.intake, lambda: self.dispatcher.status.fleet_power_kw,
-                             identity=identity, rng=random.Random(seed), client_options=client_options,
-                             metrics=self.metrics,
+        self.ven = VenClient(vtn_url, "ven-under-test", self.port, self.fleet, store_engine=self.engine,
+                             identity=identity, market_context=self.program.market_context,
+                             rng=random.Random(seed), client_options=client_options, metrics=self.metrics,
                              report_sampling=report_sampling, opt_check_interval=opt_check_interval)
 
+    def committed(self, event_id: str):
+        """The commitment book's pieces for an event (what the dispatcher will deliver)."""
+        return self.book.of(event_id)
+
     async def start(self, **kwargs) -> None:
-        for vehicle in self.fleet.scenario.vehicles:
-            self.dispatcher.plug_in(vehicle.spec, vehicle.session, self.fleet.chargers[vehicle.spec.id],
-                                    vehicle.energy_kwh)
-        await self.step()
         await self.ven.start(**kwargs)
 
-    async def step(self) -> None:
-        now = datetime.now(timezone.utc)
-        self.fleet.advance(now)
-        await self.dispatcher.step(now)
-
     async def drop(self, vehicle_ids) -> None:
-        """Take these EVs' chargers offline and step until the dispatcher has noticed."""
-        for vehicle_id in vehicle_ids:
-            self.fleet.chargers[vehicle_id].online = False
-        while any(self.dispatcher.members[v].connected for v in vehicle_ids if v in self.dispatcher.members):
-            await self.step()
-            await asyncio.sleep(0.25)
+        """These EVs' chargers go offline (the fleet reports them gone)."""
+        self.fleet.drop(vehicle_ids)
 
     async def stop(self) -> None:
         await self.ven.stop()

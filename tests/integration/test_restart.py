@@ -18,7 +18,7 @@ from aggregator.event_summary import summarize_event
 from aggregator.store.db import make_engine
 from aggregator.store.models import EventRecord, MeterReading
 from tests.conftest import free_port
-from ven.vtn_simulator import UtilityVtn
+from sim.vtn import UtilityVtn
 
 pytestmark = pytest.mark.integration
 INTERVAL = timedelta(seconds=8)

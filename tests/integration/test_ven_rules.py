@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlmodel import Session, select
 
-from aggregator.store.models import EventIntervalRecord, EventRecord
+from aggregator.store.models import Commitment
 from tests.conftest import free_port
 from tests.integration.scripted_vtn import ScriptedVtn, VenUnderTest, event_xml
 from ven.store import VenEvent, VenEventInterval
@@ -68,11 +68,16 @@ async def test_new_event_is_stored_with_absolute_interval_starts_and_opted_in(pa
     row = stored(ven, "e1")
     assert (row.modification_number, row.opt_state, row.status) == (0, "optIn", "far")
     assert row.request_id == vtn.messages("oadrCreatedEvent")[-1].payload["event_responses"][0]["request_id"]
-    # the aggregator's record for settlement and the dispatcher's commitment
+    # what crossed the port: the executed intervals, no OpenADR codes
+    request = ven.port.executed["e1"]
+    assert [(p.uid, p.start, p.end, p.value, p.kind) for p in request.pieces] == [
+        (0, start, start + MIN, 50.0, "event"), (1, start + MIN, start + 3 * MIN, 80.0, "event"),
+        (2, start + 3 * MIN, start + 4 * MIN, 20.0, "event")]
+    # the commitment the aggregator recorded for it (one event record: it references ven_event)
+    assert [c.export_kw for c in ven.committed("e1")] == [50.0, 80.0, 20.0]
     with Session(ven.engine) as db:
-        assert db.get(EventRecord, "e1").opt_state == "optIn"
-        assert len(db.exec(select(EventIntervalRecord).where(EventIntervalRecord.event_id == "e1")).all()) == 3
-    assert [c.export_kw for c in ven.dispatcher.commitments["e1"]] == [50.0, 80.0, 20.0]
+        rows = db.exec(select(Commitment).where(Commitment.event_id == "e1").order_by(Commitment.start)).all()
+        assert [(r.import_ceiling_kw, r.kind) for r in rows] == [(-50.0, "event"), (-80.0, "event"), (-20.0, "event")]
 
 
 async def test_bad_interval_uids_and_durations_are_rejected_with_454(pair):
@@ -84,7 +89,7 @@ async def test_bad_interval_uids_and_durations_are_rejected_with_454(pair):
     assert (got["uids"]["response_code"], got["uids"]["opt_type"]) == (454, "optOut")
     assert (got["sum"]["response_code"], got["sum"]["opt_type"]) == (454, "optOut")
     assert got["good"]["response_code"] == 200
-    assert "uids" not in ven.dispatcher.commitments and "sum" not in ven.dispatcher.commitments
+    assert "uids" not in ven.port.executed and "sum" not in ven.port.executed
 
 
 async def test_open_ended_event_runs_until_cancelled(pair):
@@ -94,10 +99,11 @@ async def test_open_ended_event_runs_until_cancelled(pair):
     assert got["open"]["opt_type"] == "optIn"
     rows = intervals(ven, "open")
     assert rows[1].start == start + MIN and rows[1].end is None                     # rule 47
-    assert ven.dispatcher.commitments["open"][-1].end > start + timedelta(hours=12)
+    last = ven.port.executed["open"].pieces[-1]
+    assert last.open_ended and last.end > start + timedelta(hours=12)                # planned to a horizon
     await answer(vtn, [event_xml("open", start, [(MIN, 30.0), (timedelta(0), 40.0)], duration=timedelta(0),
                                  mod=1, status="cancelled")])
-    assert "open" not in ven.dispatcher.commitments
+    assert "open" not in ven.port.executed and ven.committed("open") == []
 
 
 async def test_test_event_is_answered_but_moves_no_energy(pair):
@@ -105,7 +111,7 @@ async def test_test_event_is_answered_but_moves_no_energy(pair):
     got = await answer(vtn, [event_xml("t", soon(), [(MIN, 100.0)], test_event=True)])
     assert got["t"]["opt_type"] == "optIn"                                            # rule 6
     assert stored(ven, "t").test_event
-    assert "t" not in ven.dispatcher.commitments
+    assert "t" not in ven.port.executed and [c[1] for c in ven.port.calls if c[0] == "assess"] == ["t"]
 
 
 async def test_simple_levels_map_through_the_program(pair):
@@ -115,7 +121,7 @@ async def test_simple_levels_map_through_the_program(pair):
                                        signal_type="level", item_base=None)])
     assert got["s"]["opt_type"] == "optIn"
     levels = ven.program.simple_level_export_kw
-    committed = ven.dispatcher.commitments["s"]
+    committed = ven.committed("s")
     assert committed[0].import_ceiling_kw != committed[0].import_ceiling_kw            # level 0: no ask (NaN)
     assert [c.export_kw for c in committed[1:]] == [levels["1"], levels["2"], levels["3"]]
     got = await answer(vtn, [event_xml("bad-level", start, [(MIN, 5)], signal_name="SIMPLE", signal_type="level",
@@ -155,9 +161,9 @@ async def test_priority_decides_overlaps(pair):
         event_xml("high", start + MIN, [(MIN, 200.0)], priority=1, market_context=ven.program.market_context),
         event_xml("none", start, [(6 * MIN, 10.0)], priority=0)])
     assert all(r["opt_type"] == "optIn" for r in got.values())
-    high = ven.dispatcher.commitments["high"]
-    low = ven.dispatcher.commitments["low"]
-    none = ven.dispatcher.commitments["none"]
+    high = ven.port.executed["high"].pieces
+    low = ven.port.executed["low"].pieces
+    none = ven.port.executed["none"].pieces
     assert [(c.start, c.end) for c in high] == [(start + MIN, start + 2 * MIN)]
     assert [(c.start, c.end) for c in low] == [(start, start + MIN), (start + 2 * MIN, start + 4 * MIN)]
     assert [(c.start, c.end) for c in none] == [(start + 4 * MIN, start + 6 * MIN)]     # 0 is the lowest
@@ -168,8 +174,8 @@ async def test_equal_priority_first_activated_wins(pair):
     start = soon()
     await answer(vtn, [event_xml("first", start, [(2 * MIN, 50.0)], priority=2),
                        event_xml("second", start + MIN, [(2 * MIN, 90.0)], priority=2)])
-    assert [(c.start, c.end) for c in ven.dispatcher.commitments["first"]] == [(start, start + 2 * MIN)]
-    assert [(c.start, c.end) for c in ven.dispatcher.commitments["second"]] == [(start + 2 * MIN, start + 3 * MIN)]
+    assert [(c.start, c.end) for c in ven.port.executed["first"].pieces] == [(start, start + 2 * MIN)]
+    assert [(c.start, c.end) for c in ven.port.executed["second"].pieces] == [(start + 2 * MIN, start + 3 * MIN)]
 
 
 async def test_targets_and_market_context_are_checked(pair):
@@ -183,7 +189,7 @@ async def test_targets_and_market_context_are_checked(pair):
     assert got["mine"]["opt_type"] == got["group"]["opt_type"] == "optIn"
     assert (got["other"]["opt_type"], got["other"]["response_code"]) == ("optOut", 462)      # rule 22
     assert (got["market"]["opt_type"], got["market"]["response_code"]) == ("optOut", 453)    # rule 48
-    assert set(ven.dispatcher.commitments) == {"mine", "group"}
+    assert set(ven.port.executed) == {"mine", "group"}
 
 
 async def test_start_randomization_is_drawn_once_and_kept_across_modifications(pair):
@@ -193,7 +199,7 @@ async def test_start_randomization_is_drawn_once_and_kept_across_modifications(p
     offset = stored(ven, "r").start_offset_s
     assert 0 < offset <= 300                                                           # rule 30
     assert intervals(ven, "r")[0].start == start + timedelta(seconds=offset)
-    assert ven.dispatcher.commitments["r"][0].start == start + timedelta(seconds=offset)
+    assert ven.port.executed["r"].pieces[0].start == start + timedelta(seconds=offset)
     await answer(vtn, [event_xml("r", start, [(MIN, 20.0)], start_after=timedelta(minutes=5), mod=1)])
     assert stored(ven, "r").start_offset_s == offset
     assert stored(ven, "r").modification_number == 1
@@ -203,7 +209,10 @@ async def test_ramp_up_and_recovery_windows_are_scheduled(pair):
     vtn, ven = pair
     start = soon()
     await answer(vtn, [event_xml("ramp", start, [(2 * MIN, 100.0)], ramp_up=4 * MIN, recovery=4 * MIN)])
-    pieces = sorted(ven.dispatcher.commitments["ramp"], key=lambda c: c.start)
+    crossed = ven.port.executed["ramp"].pieces
+    assert [p.kind for p in crossed] == ["ramp"] * 4 + ["event"] + ["recovery"] * 4
+    assert [p.weight for p in crossed] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 0.8, 0.6, 0.4, 0.2])
+    pieces = sorted(ven.committed("ramp"), key=lambda c: c.start)
     assert pieces[0].start == start - 4 * MIN and pieces[-1].end == start + 6 * MIN
     before = [c for c in pieces if c.end <= start]
     after = [c for c in pieces if c.start >= start + 2 * MIN]
@@ -222,7 +231,7 @@ async def test_cancellation_is_acknowledged_and_stops_execution(pair):
     await answer(vtn, [event_xml("c", start, [(MIN, 10.0)])])
     got = await answer(vtn, [event_xml("c", start, [(MIN, 10.0)], mod=1, status="cancelled")])
     assert (got["c"]["opt_type"], got["c"]["response_code"]) == ("optIn", 200)        # rules 36/59
-    assert "c" not in ven.dispatcher.commitments                                       # rule 60
+    assert "c" not in ven.port.executed and ven.committed("c") == []                 # rule 60
     assert stored(ven, "c").status == "cancelled"
     got = await answer(vtn, [event_xml("ghost", start, [(MIN, 10.0)], status="cancelled")])
     assert (got["ghost"]["opt_type"], got["ghost"]["response_code"]) == ("optIn", 200)  # rule 21
@@ -241,7 +250,7 @@ async def test_cancelling_an_active_event_randomizes_its_end(pair):
     row = stored(ven, "act")
     assert 0 < row.end_offset_s <= 600                                                  # rule 65
     cut = row.cancelled_at.replace(tzinfo=timezone.utc) + timedelta(seconds=row.end_offset_s)
-    assert ven.dispatcher.commitments["act"][-1].end == cut                             # ramps down at the cut
+    assert ven.port.executed["act"].pieces[-1].end == cut                             # ramps down at the cut
     assert intervals(ven, "act")[-1].end == cut
 
 
@@ -251,11 +260,11 @@ async def test_modification_numbers_higher_replaces_lower_is_an_error(pair):
     await answer(vtn, [event_xml("m", start, [(MIN, 10.0)], mod=2)])
     got = await answer(vtn, [event_xml("m", start, [(MIN, 99.0)], mod=3)])
     assert got["m"]["response_code"] == 200 and stored(ven, "m").modification_number == 3    # rule 57
-    assert ven.dispatcher.commitments["m"][0].export_kw == 99.0
+    assert ven.port.executed["m"].pieces[0].value == 99.0
     got = await answer(vtn, [event_xml("m", start, [(MIN, 5.0)], mod=1)])
     assert got["m"]["response_code"] == 450                                            # rule 58
     assert stored(ven, "m").modification_number == 3
-    assert ven.dispatcher.commitments["m"][0].export_kw == 99.0
+    assert ven.port.executed["m"].pieces[0].value == 99.0
     # lower is an error in the cancelled state too
     await answer(vtn, [event_xml("m", start, [(MIN, 99.0)], mod=4, status="cancelled")])
     got = await answer(vtn, [event_xml("m", start, [(MIN, 5.0)], mod=0)])
@@ -267,21 +276,21 @@ async def test_event_missing_from_a_distribute_is_cancelled_also_by_an_empty_one
     start = soon()
     await answer(vtn, [event_xml("x", start, [(MIN, 10.0)]), event_xml("y", start, [(MIN, 10.0)])])
     await answer(vtn, [event_xml("y", start, [(MIN, 10.0)])])
-    assert stored(ven, "x").status == "cancelled" and "x" not in ven.dispatcher.commitments       # rule 61
-    assert "y" in ven.dispatcher.commitments
+    assert stored(ven, "x").status == "cancelled" and "x" not in ven.port.executed       # rule 61
+    assert "y" in ven.port.executed
     vtn.distribute([])
     await vtn.wait_served()
     for _ in range(40):
         if stored(ven, "y").status == "cancelled":
             break
         await vtn.wait_for("oadrPoll", len(vtn.messages("oadrPoll")) + 1)
-    assert stored(ven, "y").status == "cancelled" and "y" not in ven.dispatcher.commitments
+    assert stored(ven, "y").status == "cancelled" and "y" not in ven.port.executed
 
 
 async def test_load_dispatch_delta_and_load_control_and_price(pair):
     vtn, ven = pair
     start = soon()
-    baseline = ven.dispatcher.status.fleet_power_kw
+    baseline = ven.fleet.power_kw
     got = await answer(vtn, [
         event_xml("delta", start, [(MIN, 30.0)], signal_type="delta"),
         event_xml("lc", start + 2 * MIN, [(MIN, 0.5)], signal_name="LOAD_CONTROL",
@@ -291,9 +300,9 @@ async def test_load_dispatch_delta_and_load_control_and_price(pair):
                   item_base=__import__("tests.integration.scripted_vtn", fromlist=["PRICE_USD"]).PRICE_USD),
         event_xml("mult", start + 8 * MIN, [(MIN, 2.0)], signal_type="multiplier")])
     assert got["delta"]["opt_type"] == "optIn"
-    assert ven.dispatcher.commitments["delta"][0].import_ceiling_kw == pytest.approx(baseline - 30.0, abs=5)
-    assert ven.dispatcher.commitments["lc"][0].import_ceiling_kw == pytest.approx(baseline * 0.5, abs=5)
-    price = ven.dispatcher.commitments["price"]
+    assert ven.committed("delta")[0].import_ceiling_kw == pytest.approx(baseline - 30.0)
+    assert ven.committed("lc")[0].import_ceiling_kw == pytest.approx(baseline * 0.5)
+    price = ven.committed("price")
     assert price[0].import_ceiling_kw != price[0].import_ceiling_kw           # below every threshold: no ask
     assert [c.export_kw for c in price[1:]] == [100.0, 200.0]
     assert (got["mult"]["opt_type"], got["mult"]["response_code"]) == ("optOut", 460)
@@ -301,11 +310,26 @@ async def test_load_dispatch_delta_and_load_control_and_price(pair):
 
 async def test_a_failing_decision_answers_optout_and_later_events_still_work(pair, monkeypatch):
     vtn, ven = pair
-    def boom(event):
+    def boom(request, now):
         raise RuntimeError("broken decision")
-    monkeypatch.setattr(ven.intake, "decide", boom)
+    monkeypatch.setattr(ven.intake, "assess", boom)
     got = await answer(vtn, [event_xml("p1", soon(), [(MIN, 10.0)])])
     assert got["p1"]["opt_type"] == "optOut"
     monkeypatch.undo()
     got = await answer(vtn, [event_xml("p1", soon(), [(MIN, 10.0)]), event_xml("p2", soon(), [(MIN, 10.0)])])
     assert got["p2"]["opt_type"] == "optIn"                                             # not poisoned (#118)
+
+
+async def test_a_delta_target_does_not_move_with_the_fleets_response(pair):
+    vtn, ven = pair
+    start = soon()
+    baseline = ven.fleet.power_kw
+    assert baseline != 0
+    await answer(vtn, [event_xml("d", start, [(MIN, 30.0), (MIN, 50.0)], signal_type="delta")])
+    assert [c.import_ceiling_kw for c in ven.committed("d")] == pytest.approx([baseline - 30.0, baseline - 50.0])
+    ven.fleet.power_kw = baseline - 45.0                  # the fleet responds to the event ...
+    got = await answer(vtn, [event_xml("d", start, [(MIN, 30.0), (MIN, 60.0)], signal_type="delta", mod=1)])
+    assert got["d"]["opt_type"] == "optIn"
+    # ... and a modification is resolved against the baseline frozen when the event was accepted
+    assert [c.import_ceiling_kw for c in ven.committed("d")] == pytest.approx([baseline - 30.0, baseline - 60.0])
+    assert ven.book.baseline_kw("d") == pytest.approx(baseline)

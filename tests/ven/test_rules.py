@@ -26,7 +26,7 @@ def raw(event_id, mod=0, status="far", start=T0, values=(10.0,), start_after=Non
             "targets": list(targets), "response_required": required}
 
 
-def opt_in(event):
+def opt_in(event, timing):
     return Decision("optIn", 200, "ok")
 
 
@@ -54,8 +54,8 @@ def test_new_modified_unchanged_and_lower():
 
 def test_unchanged_repeat_does_not_ask_the_fleet_again():
     calls = []
-    state = run({}, [raw("a")], decide=lambda e: calls.append(e) or Decision("optIn")).state
-    run(state, [raw("a")], decide=lambda e: calls.append(e) or Decision("optOut"))
+    state = run({}, [raw("a")], decide=lambda e, _t: calls.append(e) or Decision("optIn")).state
+    run(state, [raw("a")], decide=lambda e, _t: calls.append(e) or Decision("optOut"))
     assert len(calls) == 1
 
 
@@ -100,7 +100,7 @@ def test_response_required_never_gets_no_response_but_is_stored():
 def test_market_context_and_target_mismatch_are_refused_without_asking_the_fleet():
     asked = []
     out = run({}, [raw("m", market="http://else"), raw("t", targets=[{"ven_id": "x"}])],
-              decide=lambda e: asked.append(e) or Decision("optIn"))
+              decide=lambda e, _t: asked.append(e) or Decision("optIn"))
     codes = {r.event_id: (r.response_code, r.opt_type) for r in out.responses}
     assert codes == {"m": (453, "optOut"), "t": (462, "optOut")}
     assert asked == []

@@ -17,7 +17,7 @@ def test_stored_events_and_identity_survive_a_restart(database_url):
         out = apply_distribute({}, "req-1", [raw("a", 3, start_after=10 * MIN, values=(5.0, 7.0),
                                                  targets=[{"group_id": "g1"}], priority=2)],
                                Identity(group_ids=frozenset({"g1"})), T0 - MIN, random.Random(1),
-                               lambda e: Decision("optIn", 200, "fits"))
+                               lambda e, _t: Decision("optIn", 200, "fits"))
         store.save(list(out.state.values()))
         store.save_identity("http://vtn", "ven-9", "reg-9")
         loaded = EventStore(engine).load()
