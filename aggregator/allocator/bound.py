@@ -76,6 +76,12 @@ def deliverable_export_bound_kw(fleet: FleetArrays, durations_h: np.ndarray,
     return -np.maximum(by_site, -exp).sum(axis=0)
 
 
+def _window_export(room, h, pc, pd, etac, etad) -> np.ndarray:
+    """Most grid kWh an EV can export over a window (negative: least it must import)."""
+    return np.where(room >= 0, np.minimum(pd[:, None] * h, room * etad[:, None]),
+                    -np.minimum(pc[:, None] * h, -room / etac[:, None]))
+
+
 def _site_rows(limit: np.ndarray | None, fleet: FleetArrays, T: int, n_sites: int | None = None) -> np.ndarray:
     """(S, T) limits, inf where none is given; S covers every site index in `fleet`."""
     site = fleet.site_index()
@@ -101,8 +107,10 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
     full charging after the window still reaching the need); negative = it must
     import.  The fleet's shortfall over W is at least (-sum of those) minus the
     ceiling energy of W; disjoint windows add up (a small dynamic program over
-    windows).  Cost O(N T^2) with numpy over N; site export limits ((S,) or (S, T)) are
-    applied.
+    windows).  Cost O(N T^2) with numpy over N.  Site limits ((S,) or (S, T))
+    are applied: a site exports at most its export limit over W, and pre-charges
+    before W at most what its import limit lets in (an EV's export over W rises
+    by at most one grid kWh per grid kWh charged before it).
     """
     valid, _ = validate_fleet(fleet, n_sites=targets.n_sites)
     tgt = targets.import_kw
@@ -124,8 +132,16 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
     site = valid.site_index()
     site_exp = _site_rows(targets.site_export_limit_kw, valid, T, targets.n_sites)   # (S, T)
     S = site_exp.shape[0]
-    limited = np.isfinite(site_exp).any()
-    if limited:
+    site_imp = _site_rows(targets.site_import_limit_kw, valid, T, S)                 # (S, T)
+    imp_limited = np.isfinite(site_imp).any()
+    if imp_limited:
+        # grid kWh a site can import before each interval starts (inf if unlimited)
+        fin_i = np.isfinite(site_imp)
+        pre_imp = np.concatenate([np.zeros((S, 1)), np.cumsum(np.where(fin_i, site_imp, 0.0) * dur, axis=1)], axis=1)
+        pre_imp = np.where(np.concatenate([np.zeros((S, 1), dtype=bool), np.cumsum(~fin_i, axis=1) > 0], axis=1),
+                           np.inf, pre_imp)
+    limited = np.isfinite(site_exp).any() or imp_limited
+    if np.isfinite(site_exp).any():
         # per-site export energy over [a, b) = cum[b] - cum[a]; windows with an
         # unlimited interval are unlimited (counted separately: inf - inf is nan)
         fin = np.isfinite(site_exp)
@@ -144,13 +160,20 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
         e_req = np.maximum(lb, need - etac * pc * np.maximum(0.0, dep - end[b - 1]))       # (N,)
         h = np.clip(np.minimum(dep, end[b - 1])[:, None] - start[None, a], 0.0, None)       # (N, A)
         room = e_max[:, a] - e_req[:, None]
-        x = np.where(room >= 0, np.minimum(pd[:, None] * h, room * etad[:, None]),
-                     -np.minimum(pc[:, None] * h, -room / etac[:, None]))                    # (N, A)
+        x = _window_export(room, h, pc, pd, etac, etad)                                       # (N, A)
         if limited:
             xs = np.zeros((S, a.size))
             np.add.at(xs, site, x)
-            cap_w = np.where(cum_inf[:, [b]] - cum_inf[:, a] > 0, np.inf, cum_x[:, [b]] - cum_x[:, a])   # (S, A) kWh
-            xs = np.minimum(xs, cap_w)
+            if imp_limited:
+                # pre-charging before the window is limited by the site's import limit:
+                # x rises by at most 1/eta_c per battery kWh = 1 per grid kWh charged
+                x0 = _window_export(e0[:, None] - e_req[:, None], h, pc, pd, etac, etad)
+                xs0 = np.zeros((S, a.size))
+                np.add.at(xs0, site, x0)
+                xs = np.minimum(xs, xs0 + pre_imp[:, a])
+            if np.isfinite(site_exp).any():
+                cap_w = np.where(cum_inf[:, [b]] - cum_inf[:, a] > 0, np.inf, cum_x[:, [b]] - cum_x[:, a])   # (S, A) kWh
+                xs = np.minimum(xs, cap_w)
             xsum = xs.sum(axis=0)
         else:
             xsum = x.sum(axis=0)
