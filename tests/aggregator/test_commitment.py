@@ -49,3 +49,110 @@ def test_unknown_level_and_unmapped_signal_are_refused():
         resolve_commitment(event("SIMPLE", "level", [7]), ProgramSettings())
     with pytest.raises(UnsupportedSignal, match="BID_LOAD"):
         resolve_commitment(event("BID_LOAD", "setpoint", [1]), ProgramSettings())
+
+
+# -- the commitment book and the intake (the fleet side of the VEN port) ---------------------
+
+from sqlalchemy import text  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+from aggregator.commitment import CommittedInterval  # noqa: E402
+from aggregator.commitment_book import CommitmentBook, CommitmentWriteFailed  # noqa: E402
+from aggregator.event_intake import EventIntake  # noqa: E402
+from aggregator.store.db import make_engine  # noqa: E402
+from tests.ven.fakes import FakeFleet  # noqa: E402
+from ven.port import RAMP, ExecutableRequest, RequestPiece, WriteFailed  # noqa: E402
+from ven.rules import StoredEvent  # noqa: E402
+from ven.schedule import Timing  # noqa: E402
+from ven.store import EventStore  # noqa: E402
+
+Q = timedelta(minutes=15)
+
+
+def stored_event(event_id, signal_type="delta", values=(30.0,)):
+    """The VEN's record of the event (the commitment references it)."""
+    e = event("LOAD_DISPATCH", signal_type, values)
+    e = Event(event_id, 0, "far", e.signal_name, e.signal_type, e.intervals)
+    return StoredEvent(e, "req-1", "optIn", 200, "", Timing(), T0, T0)
+
+
+def request(event_id, values, signal_type="delta", ramp=False, mod=0):
+    pieces = [RequestPiece(T0 + i * Q, T0 + (i + 1) * Q, v, uid=i) for i, v in enumerate(values)]
+    if ramp:
+        pieces.insert(0, RequestPiece(T0 - Q, T0, values[0], RAMP, 0.5, 0))
+    return ExecutableRequest(event_id, mod, "LOAD_DISPATCH", signal_type, tuple(pieces))
+
+
+@pytest.fixture
+def db(database_url):
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def test_the_book_persists_and_reloads_its_commitments(db):
+    EventStore(db).save([stored_event("e1")])
+    book = CommitmentBook(db)
+    pieces = [CommittedInterval(T0, T0 + Q, 30.0, -30.0), CommittedInterval(T0 + Q, T0 + 2 * Q, 0.0, float("nan")),
+              CommittedInterval(T0 - Q, T0, float("nan"), -10.0, "ramp")]
+    book.set("e1", pieces, baseline_kw=12.5)
+    version = book.version
+    book.set("e1", list(pieces), baseline_kw=12.5)          # unchanged: no write, same version
+    assert book.version == version
+    again = CommitmentBook(db)                              # a restart
+    loaded = sorted(again.of("e1"), key=lambda c: c.start)
+    assert [(c.start, c.end, c.kind) for c in loaded] == [(T0 - Q, T0, "ramp"), (T0, T0 + Q, "event"),
+                                                          (T0 + Q, T0 + 2 * Q, "event")]
+    assert loaded[1].import_ceiling_kw == -30.0 and math.isnan(loaded[2].import_ceiling_kw)
+    assert again.baseline_kw("e1") == 12.5 and again.version > 0
+    assert [eid for eid, _ in again.intervals()] == ["e1"] * 3
+    again.withdraw("e1")
+    assert CommitmentBook(db).intervals() == []
+
+
+def test_a_failed_commitment_write_is_retried_then_raises_and_changes_nothing(db):
+    EventStore(db).save([stored_event("e1")])
+    naps: list[float] = []
+    book = CommitmentBook(db, attempts=3, backoff_s=0.01, sleep=naps.append)
+    book.set("e1", [CommittedInterval(T0, T0 + Q, 30.0, -30.0)], baseline_kw=0.0)
+    version = book.version
+    with db.begin() as connection:
+        connection.execute(text("DROP TABLE commitment"))
+    with pytest.raises(CommitmentWriteFailed, match="after 3 attempts") as failure:
+        book.set("e1", [CommittedInterval(T0, T0 + Q, 50.0, -50.0)], baseline_kw=0.0)
+    assert isinstance(failure.value, WriteFailed)           # what the VEN engine opts out on
+    assert naps == [0.01, 0.02]
+    assert [c.import_ceiling_kw for c in book.of("e1")] == [-30.0] and book.version == version
+    with pytest.raises(CommitmentWriteFailed):
+        book.withdraw("e1")
+    assert book.of("e1")                                    # still what the database last had
+
+
+def test_a_delta_target_is_frozen_at_acceptance_and_survives_a_restart(db):
+    EventStore(db).save([stored_event("d")])
+    fleet = FakeFleet(T0, power_kw=40.0)                    # a non-zero baseline
+    program = ProgramSettings(export_sign="positive")
+    intake = EventIntake(CommitmentBook(db), fleet, program, lambda: T0)
+    intake.execute(request("d", (30.0, 50.0), ramp=True))
+    ceilings = [c.import_ceiling_kw for c in sorted(intake.book.of("d"), key=lambda c: c.start)]
+    assert ceilings == pytest.approx([40.0 - 15.0, 10.0, -10.0])     # ramp halfway, then baseline - delta
+    fleet.power_kw = -20.0                                  # the fleet responds: its live power moves
+    intake.execute(request("d", (30.0, 60.0), ramp=True, mod=1))   # a modification
+    assert [c.import_ceiling_kw for c in intake.book.of("d") if c.kind == "event"] == pytest.approx([10.0, -20.0])
+    restarted = EventIntake(CommitmentBook(db), fleet, program, lambda: T0)
+    restarted.execute(request("d", (30.0, 60.0), mod=1))    # re-resolution after a restart
+    assert [c.import_ceiling_kw for c in restarted.book.of("d")] == pytest.approx([10.0, -20.0])
+    assert restarted.book.baseline_kw("d") == 40.0
+
+
+def test_assessment_maps_unsupported_signals_and_checks_the_export_bound(db):
+    fleet = FakeFleet(T0, vehicles=2)
+    intake = EventIntake(CommitmentBook(db), fleet, ProgramSettings(export_sign="positive",
+                                                                     min_coverage_to_opt_in=0.5), lambda: T0)
+    unsupported = ExecutableRequest("m", 0, "LOAD_DISPATCH", "multiplier", (RequestPiece(T0, T0 + Q, 2.0),))
+    assert intake.assess(unsupported, T0).supported is False
+    small = intake.assess(request("s", (1.0,), signal_type="setpoint"), T0)
+    big = intake.assess(request("b", (10_000.0,), signal_type="setpoint"), T0)
+    assert (small.opt, small.supported) == ("optIn", True)
+    assert big.opt == "optOut"
+    assert intake.book.intervals() == []                    # assessing commits nothing

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 from sqlmodel import Session, select
 
 from aggregator.store.db import insert_meter_readings, make_engine, meter_readings
-from aggregator.store.models import EventIntervalRecord, EventRecord, MeterReading, PlugSession, Vehicle
+from aggregator.store.models import Commitment, MeterReading, PlugSession, Vehicle
+from ven.store import VenEvent
 
 T0 = datetime(2026, 7, 15, 18, tzinfo=timezone.utc)
 
@@ -37,19 +38,19 @@ def test_events_sessions_and_intervals_round_trip(database_url):
     with Session(engine) as db:
         db.add(Vehicle(id="bus-1", kind="school_bus", capacity_kwh=200, floor_kwh=40, max_charge_kw=60,
                        max_discharge_kw=60, eta_charge=0.94, eta_discharge=0.94))
-        db.add(EventRecord(event_id="e1", modification_number=3, status="active", signal_name="LOAD_DISPATCH",
-                           signal_type="setpoint", opt_state="optIn", received_at=T0))
-        db.flush()
-        db.add(EventIntervalRecord(event_id="e1", uid=0, start=T0, end=T0 + timedelta(minutes=15), requested=300,
-                                   import_ceiling_kw=-300))
+        db.add(VenEvent(event_id="e1", modification_number=3, status="active", signal_name="LOAD_DISPATCH",
+                        signal_type="setpoint", opt_state="optIn", received_at=T0, updated_at=T0, event_json="{}"))
+        db.flush()   # the commitment references the VEN's event record
+        db.add(Commitment(event_id="e1", start=T0, end=T0 + timedelta(minutes=15), requested=300,
+                          import_ceiling_kw=-300, baseline_kw=12.5, kind="event"))
         db.add(PlugSession(vehicle_id="bus-1", arrived_at=T0, departs_at=T0 + timedelta(hours=3),
                            energy_at_arrival_kwh=150, need_kwh=160))
         db.commit()
     with Session(engine) as db:
-        event = db.get(EventRecord, "e1")
+        event = db.get(VenEvent, "e1")
         assert (event.modification_number, event.opt_state) == (3, "optIn")
-        interval = db.exec(select(EventIntervalRecord)).one()
-        assert interval.import_ceiling_kw == -300
+        committed = db.exec(select(Commitment)).one()
+        assert (committed.import_ceiling_kw, committed.baseline_kw, committed.kind) == (-300, 12.5, "event")
         session = db.exec(select(PlugSession)).one()
         assert session.need_kwh == 160 and session.left_at is None
     engine.dispose()

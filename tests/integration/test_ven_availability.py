@@ -43,8 +43,8 @@ async def test_availability_is_announced_and_replaced_when_evs_leave(tmp_path):
         assert abs(end - expected.end) <= timedelta(minutes=1)
         assert first["opt_type"] == "optIn"
         # the EVs leaving last drop off: the window shrinks -> cancel + new opt
-        latest = sorted(ven.dispatcher.members.values(), key=lambda m: m.session.departs_at)
-        await ven.drop([m.spec.id for m in latest[len(latest) // 2:]])
+        latest = sorted(ven.fleet.vehicles, key=lambda v: v.departs_at)
+        await ven.drop([v.vehicle_id for v in latest[len(latest) // 2:]])
         cancel = (await vtn.wait_for("oadrCancelOpt"))[0].payload
         assert cancel["opt_id"] == first["opt_id"]
         second = (await vtn.wait_for("oadrCreateOpt", 2))[1].payload

@@ -56,7 +56,7 @@ async def test_reports_are_registered_with_units_and_sent_when_requested(pair):
     await vtn.wait_for("oadrUpdateReport", 4)
     usage = values(vtn, "usage")
     assert usage and all(r_id == "fleet-real-power" for _, r_id, _ in usage)
-    assert usage[-1][2] == pytest.approx(ven.dispatcher.status.fleet_power_kw)       # kW, + = import
+    assert usage[-1][2] == pytest.approx(ven.fleet.fleet_power_kw())       # kW, + = import
     for _ in range(20):
         if {r for _, r, _ in values(vtn, "status")} == {"available-discharge-kw", "stored-energy-kwh",
                                                         "plugged-in-evs"}:
@@ -64,8 +64,8 @@ async def test_reports_are_registered_with_units_and_sent_when_requested(pair):
         await vtn.wait_for("oadrUpdateReport", len(vtn.messages("oadrUpdateReport")) + 1)
     status = {r: v for _, r, v in values(vtn, "status")}
     assert status["plugged-in-evs"] == 50
-    assert status["available-discharge-kw"] == pytest.approx(ven.dispatcher.status.available_export_kw)
-    assert status["stored-energy-kwh"] == pytest.approx(ven.dispatcher.status.stored_energy_kwh)
+    assert status["available-discharge-kw"] == pytest.approx(ven.fleet.available_export_kw())
+    assert status["stored-energy-kwh"] == pytest.approx(ven.fleet.stored_energy_kwh())
 
 
 async def test_cancel_report_stops_it(pair):

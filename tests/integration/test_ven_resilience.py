@@ -74,10 +74,9 @@ async def test_events_keep_running_while_the_vtn_is_unreachable(tmp_path):
             await asyncio.sleep(0.2)
         while datetime.now(timezone.utc) < start + timedelta(seconds=1):
             await asyncio.sleep(0.2)
-        await ven.step()
-        await ven.step()
-        assert "e" in ven.dispatcher.commitments
-        assert ven.dispatcher.committed_at(datetime.now(timezone.utc)).export_kw == 80.0
+        assert "e" in ven.port.executed
+        now = datetime.now(timezone.utc)
+        assert [c.export_kw for c in ven.committed("e") if c.start <= now < c.end] == [80.0]
         assert ven.ven.events["e"].status(datetime.now(timezone.utc)) == "active"
     finally:
         await ven.stop()
@@ -98,7 +97,8 @@ async def test_ven_and_registration_ids_and_events_survive_a_restart(tmp_path):
     second = VenUnderTest(vtn.url, database)
     # before it even talks to the VTN, the stored event is back in force
     assert second.ven.events["kept"].timing.start_offset == offset
-    assert second.dispatcher.commitments["kept"][0].start == start + offset
+    assert second.port.executed["kept"].pieces[0].start == start + offset
+    assert second.committed("kept")[0].start == start + offset
     await second.start()
     try:
         again = vtn.messages("oadrCreatePartyRegistration")[-1].payload
@@ -119,12 +119,12 @@ async def test_losing_the_fleet_sends_an_opt_out_with_the_original_request_id(tm
         request_id = vtn.distribute([event_xml("e42", datetime.now(timezone.utc) + 2 * MIN, [(5 * MIN, 60.0)])])
         first = await vtn.wait_for("oadrCreatedEvent")
         assert first[0].payload["event_responses"][0]["opt_type"] == "optIn"
-        await ven.drop(list(ven.fleet.chargers))          # every charger drops off
+        await ven.drop([v.vehicle_id for v in ven.fleet.vehicles])   # every charger drops off
         changes = await vtn.wait_for("oadrCreatedEvent", 2)
         change = changes[1].payload["event_responses"][0]
         assert (change["event_id"], change["opt_type"], change["request_id"]) == ("e42", "optOut", request_id)
         assert ven.ven.events["e42"].opt_state == "optOut"
-        assert "e42" not in ven.dispatcher.commitments
+        assert "e42" not in ven.port.executed and ven.committed("e42") == []
     finally:
         await ven.stop()
         await vtn.stop()

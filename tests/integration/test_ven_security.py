@@ -60,7 +60,7 @@ async def test_events_flow_over_mutual_tls_with_signatures(secure_pair):
     created = await vtn.wait_for("oadrCreatedEvent")
     assert created[0].payload["event_responses"][0]["opt_type"] == "optIn"
     assert b"SignatureValue" in created[0].xml                       # our answers are signed
-    assert "s1" in ven.dispatcher.commitments
+    assert "s1" in ven.port.executed
 
 
 async def _refused(vtn: ScriptedVtn, ven: VenUnderTest, before: int) -> None:
@@ -96,7 +96,7 @@ async def test_tampered_unsigned_and_replayed_messages_change_nothing(secure_pai
 
     assert len(vtn.messages("oadrCreatedEvent")) == answered
     assert ven.ven.events["ok"].event.modification_number == 0
-    assert [c.export_kw for c in ven.dispatcher.commitments["ok"]] == [40.0]
+    assert [c.export_kw for c in ven.committed("ok")] == [40.0]
     assert "Digest mismatch" in client.rejected_messages[0]
     assert "unsigned" in client.rejected_messages[1]
     # replay protection: a nonce seen before, or a timestamp older than the 5 s window

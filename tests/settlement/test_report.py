@@ -16,7 +16,8 @@ from aggregator.settlement.report import (
     SettleOptions, add_settle_arguments, format_table, run_settle, settle_from_ledger)
 from aggregator.settlement.store import SettlementRun, runs_for
 from aggregator.store.db import insert_meter_readings
-from aggregator.store.models import EventIntervalRecord, EventRecord, MeterReading
+from aggregator.store.models import Commitment, MeterReading
+from ven.store import VenEvent, VenEventInterval
 from tests.settlement.builders import UTC, local, registers
 
 H = timedelta(hours=1)
@@ -26,12 +27,18 @@ NOW = datetime(2025, 10, 15, tzinfo=UTC)
 
 
 def add_event(session, event_id, day, hours, ceilings, opt="optIn", test=False, status="completed"):
-    session.add(EventRecord(event_id=event_id, modification_number=0, status=status, signal_name="SIMPLE",
-                            signal_type="level", opt_state=opt, test_event=test, received_at=local(day, 8)))
+    """The VEN's record of the event and, when the fleet executed it (opted in, not a test),
+    the commitment the aggregator wrote for it."""
+    session.add(VenEvent(event_id=event_id, modification_number=0, status=status, signal_name="SIMPLE",
+                         signal_type="level", opt_state=opt, test_event=test, received_at=local(day, 8),
+                         updated_at=local(day, 8), event_json="{}"))
     session.flush()
     for uid, (hour, ceiling) in enumerate(zip(hours, ceilings)):
-        session.add(EventIntervalRecord(event_id=event_id, uid=uid, start=local(day, hour),
-                                        end=local(day, hour + 1), requested=1.0, import_ceiling_kw=ceiling))
+        session.add(VenEventInterval(event_id=event_id, uid=uid, start=local(day, hour), end=local(day, hour + 1),
+                                     value=1.0))
+        if opt == "optIn" and not test:
+            session.add(Commitment(event_id=event_id, start=local(day, hour), end=local(day, hour + 1),
+                                   requested=1.0, import_ceiling_kw=ceiling, baseline_kw=0.0))
 
 
 def add_meter(session, source, start, end, power, step=timedelta(minutes=5), until=None):
@@ -130,8 +137,8 @@ def test_unknown_event_and_event_without_data(engine):
     with Session(engine) as session:
         with pytest.raises(LookupError):
             settle_from_ledger(session, event_id="nope")
-        session.add(EventRecord(event_id="empty", modification_number=0, status="far", signal_name="SIMPLE",
-                                signal_type="level", received_at=NOW))
+        session.add(VenEvent(event_id="empty", modification_number=0, status="far", signal_name="SIMPLE",
+                             signal_type="level", received_at=NOW, updated_at=NOW, event_json="{}"))
         session.commit()
         report = settle_from_ledger(session, event_id="empty")
     assert report.errors == {"empty": "event has no intervals"}
@@ -193,3 +200,29 @@ def test_run_settle_writes_csv_json_png(engine, db_url, tmp_path):
     err = io.StringIO()
     assert run_settle(parse(["--event", "nope"]), settings, out=io.StringIO(), err=err) == 1
     assert "no event 'nope'" in err.getvalue()
+
+
+def test_committed_export_is_what_the_fleet_committed_to_over_each_interval(engine):
+    """An interval another event governed for half of it commits half; an open-ended
+    interval is settled up to the end of its commitment."""
+    day = date(2025, 7, 22)
+    with Session(engine) as session:
+        session.add(VenEvent(event_id="split", modification_number=0, status="completed", signal_name="LOAD_DISPATCH",
+                             signal_type="setpoint", opt_state="optIn", received_at=local(day, 8),
+                             updated_at=local(day, 8), event_json="{}"))
+        session.flush()
+        session.add(VenEventInterval(event_id="split", uid=0, start=local(day, 16), end=local(day, 17), value=40.0))
+        session.add(VenEventInterval(event_id="split", uid=1, start=local(day, 17), end=None, value=10.0))
+        session.add(Commitment(event_id="split", start=local(day, 16), end=local(day, 16, 30), requested=40.0,
+                               import_ceiling_kw=-40.0, baseline_kw=0.0))
+        session.add(Commitment(event_id="split", start=local(day, 17), end=local(day, 19), requested=10.0,
+                               import_ceiling_kw=-10.0, baseline_kw=0.0))
+        session.add(Commitment(event_id="split", start=local(day, 15, 45), end=local(day, 16), requested=None,
+                               import_ceiling_kw=-20.0, baseline_kw=0.0, kind="ramp"))   # not an event interval
+        add_meter(session, "cp-1", local(day, 15), local(day, 20), lambda t: -10.0)
+        session.commit()
+        report = settle_from_ledger(session, event_id="split", computed_at=NOW)
+    (result,) = report.settlements
+    assert [(r.start, r.end) for r in result.intervals] == [(local(day, 16), local(day, 17)),
+                                                            (local(day, 17), local(day, 19))]
+    assert [r.committed_kw for r in result.intervals] == pytest.approx([20.0, 10.0])
