@@ -55,7 +55,7 @@ class Aggregator:
         self.dispatcher.observers = [self.ledger, LiveMetrics(self.metrics, self.registry, self.book, label),
                                      self.tally]
         program = settings.program
-        self.intake = EventIntake(self.dispatcher, self.engine, program, clock, self.metrics,
+        self.intake = EventIntake(self.book, self.registry, program, clock,
                                   signals=SignalMapping(price_export_kw=tuple(map(tuple, program.price_export_kw))))
         identity = Identity(ven_id=settings.ven.ven_id, resource_ids=frozenset(settings.ven.resource_ids),
                             party_ids=frozenset(settings.ven.party_ids), group_ids=frozenset(settings.ven.group_ids),
@@ -63,10 +63,10 @@ class Aggregator:
         if ven_client_options is None and settings.ven.secure:
             ven_client_options = ven_client_options_for(settings.ven.cert_file, settings.ven.key_file,
                                                         settings.ven.ca_file, settings.ven.vtn_fingerprint)
-        self.ven = VenClient(settings.ven.vtn_url, settings.ven.ven_name, self.intake,
-                             lambda: self.dispatcher.status.fleet_power_kw, ven_id=settings.ven.ven_id,
-                             report_sampling=report_sampling, metrics=self.metrics,
-                             client_options=ven_client_options, identity=identity)
+        self.ven = VenClient(settings.ven.vtn_url, settings.ven.ven_name, self.intake, self.registry,
+                             store_engine=self.engine, identity=identity, market_context=program.market_context,
+                             ven_id=settings.ven.ven_id, clock=clock, report_sampling=report_sampling,
+                             metrics=self.metrics, client_options=ven_client_options)
         self._metrics_server = None
 
     def use_chargers(self, port: ChargerPort) -> None:
