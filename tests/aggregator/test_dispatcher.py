@@ -9,16 +9,16 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-import aggregator.dispatch.dispatcher as dispatcher_module
+import aggregator.dispatch.ledger_writer as ledger_module
 from aggregator.app import Aggregator
 from aggregator.config import Settings
-from aggregator.demo import SimulatedFleet
 from aggregator.event_summary import summarize_event
 from aggregator.store.models import MeterReading, PlugSession
-from ven.event import Event, EventInterval
+from sim.stations import start_simulated_fleet
 
 T0 = datetime(2026, 7, 15, 18, tzinfo=timezone.utc)
 TICK = timedelta(milliseconds=500)
+MARKET = "http://utility.example/programs/v2x-summer"
 
 
 def settings_for(database_url: str) -> Settings:
@@ -26,20 +26,30 @@ def settings_for(database_url: str) -> Settings:
 
 
 def dispatch_event(event_id, start, values, interval=timedelta(seconds=30), test_event=False):
-    intervals = tuple(EventInterval(i, start + interval * i, start + interval * (i + 1), v)
-                      for i, v in enumerate(values))
-    return Event(event_id, 0, "far", "LOAD_DISPATCH", "setpoint", intervals, test_event=test_event,
-                 market_context="http://utility.example/programs/v2x-summer")
+    """An oadrDistributeEvent's event, as openleadr parses it (powerReal in kW)."""
+    return {"event_descriptor": {"event_id": event_id, "modification_number": 0, "event_status": "far",
+                                 "market_context": MARKET, "priority": 1, "test_event": test_event},
+            "active_period": {"dtstart": start, "duration": interval * len(values)},
+            "event_signals": [{"signal_name": "LOAD_DISPATCH", "signal_type": "setpoint",
+                               "measurement": {"name": "powerReal", "unit": "W", "scale": "k"},
+                               "intervals": [{"uid": i, "duration": interval, "signal_payload": v}
+                                             for i, v in enumerate(values)]}],
+            "targets": [], "response_required": "always"}
+
+
+def end_of(event) -> datetime:
+    return event["active_period"]["dtstart"] + event["active_period"]["duration"]
 
 
 class Harness:
-    """An Aggregator whose clock is driven by the test."""
+    """An Aggregator whose clock is driven by the test; events go through the VEN's rules
+    and its fleet port as a distribute would (no HTTP here: see tests/integration)."""
 
     def __init__(self, database_url: str, scenario: str = "default"):
         self.now = T0
         self.app = Aggregator(settings_for(database_url), clock=lambda: self.now)
-        self.fleet = SimulatedFleet(scenario, T0)
-        self.fleet.plug_into(self.app)
+        self.fleet = start_simulated_fleet(self.app, self.app.settings, T0)
+        self._requests = 0
 
     async def run_until(self, until: datetime, tick: timedelta = TICK, every=None) -> None:
         while self.now < until:
@@ -49,8 +59,10 @@ class Harness:
                 every(self.now)
             self.now += tick
 
-    async def offer(self, event: Event) -> str:
-        return await self.app.intake(event)
+    async def offer(self, event: dict) -> str:
+        self._requests += 1
+        [response] = self.app.ven.engine.on_distribute(f"req-{self._requests}", [event])
+        return response.opt_type
 
 
 @pytest.fixture
@@ -65,7 +77,7 @@ def test_committed_export_is_delivered_and_metered(harness):
         await harness.run_until(T0 + timedelta(seconds=5))
         event = dispatch_event("e1", T0 + timedelta(seconds=20), [120.0, 300.0, 200.0])
         assert await harness.offer(event) == "optIn"
-        await harness.run_until(event.end + timedelta(seconds=10))
+        await harness.run_until(end_of(event) + timedelta(seconds=10))
         return summarize_event(harness.app.engine, "e1")
     summary = asyncio.run(scenario())
     assert [i.committed_export_kw for i in summary.intervals] == [120.0, 300.0, 200.0]
@@ -82,7 +94,7 @@ def test_a_test_event_is_answered_but_moves_no_energy(harness):
         await harness.run_until(T0 + timedelta(seconds=5))
         event = dispatch_event("t1", T0 + timedelta(seconds=10), [300.0], test_event=True)
         assert await harness.offer(event) == "optIn"
-        await harness.run_until(event.end + timedelta(seconds=5))
+        await harness.run_until(end_of(event) + timedelta(seconds=5))
         return summarize_event(harness.app.engine, "t1")
     summary = asyncio.run(scenario())
     assert summary.intervals[0].committed_export_kw == 0.0
@@ -95,19 +107,19 @@ def test_impossible_commitment_is_dispatched_best_effort_with_shortfall(harness)
         await harness.run_until(T0 + timedelta(seconds=5))
         event = dispatch_event("big", T0 + timedelta(seconds=10), [5000.0, 5000.0])
         opt = await harness.offer(event)
-        await harness.run_until(event.end + timedelta(seconds=5))
+        await harness.run_until(end_of(event) + timedelta(seconds=5))
         return opt, summarize_event(harness.app.engine, "big")
     opt, summary = asyncio.run(scenario())
     assert opt == "optIn"
     assert "best effort" in summary.note and "short" in summary.note
     delivered = [i.delivered_export_kw for i in summary.intervals]
-    bound = float(harness.app.dispatcher.export_bound_kw(T0, [1 / 120])[0])
+    bound = float(harness.app.registry.export_bound_kw(T0, [1 / 120])[0])
     assert min(delivered) > 0.7 * bound        # the fleet gave most of what it could
     assert summary.performance_ratio < 0.5     # and the shortfall is reported, not hidden
 
 
 def test_a_vanishing_charger_is_replanned_around(harness):
-    victim = harness.fleet.chargers["school-bus-01"]
+    victim = "cp-school-bus-01"
 
     async def scenario():
         await harness.run_until(T0 + timedelta(seconds=5))
@@ -116,8 +128,8 @@ def test_a_vanishing_charger_is_replanned_around(harness):
 
         def pull_plug(now):
             if now >= T0 + timedelta(seconds=45):
-                victim.online = now >= T0 + timedelta(seconds=60)
-        await harness.run_until(event.end + timedelta(seconds=5), every=pull_plug)
+                harness.fleet.set_online(victim, now >= T0 + timedelta(seconds=60))
+        await harness.run_until(end_of(event) + timedelta(seconds=5), every=pull_plug)
         return summarize_event(harness.app.engine, "e2")
     summary = asyncio.run(scenario())
     # the others covered for the missing bus while it was offline
@@ -133,36 +145,36 @@ def test_departing_drivers_get_their_energy(harness):
         await harness.offer(event)
         await harness.run_until(T0 + timedelta(minutes=4), tick=timedelta(seconds=1))
     asyncio.run(scenario())
-    departures = {d.vehicle_id: d for d in harness.app.dispatcher.status.departures}
+    departures = {vehicle: (energy, need) for vehicle, _at, energy, need in harness.app.registry.departures}
     assert {"home-car-01", "home-car-02"} <= set(departures)   # they leave 2.4 and 3 minutes in
-    for departure in departures.values():
-        assert departure.missing_kwh < 0.1
+    for energy, need in departures.values():
+        assert need - energy < 0.1
     with Session(harness.app.engine) as db:
         closed = db.exec(select(PlugSession).where(PlugSession.vehicle_id == "home-car-01")).one()
         assert closed.left_at is not None and closed.energy_at_departure_kwh >= closed.need_kwh - 0.1
 
 
 def test_ledger_rows_survive_a_database_outage(harness, monkeypatch):
-    real_insert = dispatcher_module.insert_meter_readings
+    real_insert = ledger_module.insert_meter_readings
     failing = {"on": False}
 
     def flaky(session, rows):
         if failing["on"]:
             raise OperationalError("INSERT", {}, Exception("database is down"))
         return real_insert(session, rows)
-    monkeypatch.setattr(dispatcher_module, "insert_meter_readings", flaky)
+    monkeypatch.setattr(ledger_module, "insert_meter_readings", flaky)
 
     async def scenario():
         await harness.run_until(T0 + timedelta(seconds=6))
         failing["on"] = True
         await harness.run_until(T0 + timedelta(seconds=21))
-        queued = len(harness.app.dispatcher._pending_rows)
+        queued = len(harness.app.ledger.pending)
         failing["on"] = False
         await harness.run_until(T0 + timedelta(seconds=22))
         return queued
     queued = asyncio.run(scenario())
     assert queued > 0
-    assert harness.app.dispatcher._pending_rows == []
+    assert harness.app.ledger.pending == []
     assert harness.app.metrics.database_errors._value.get() > 0
     with Session(harness.app.engine) as db:
         stamps = {r.ts for r in db.exec(select(MeterReading).where(MeterReading.source == "cp-school-bus-01")).all()}

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from aggregator.config import Settings
-from aggregator.demo import DemoOptions, run_demo
+from sim.demo import DemoOptions, run_demo
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration

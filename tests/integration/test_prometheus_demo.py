@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from aggregator.config import Settings
-from aggregator.demo import DemoOptions, run_demo
+from sim.demo import DemoOptions, run_demo
 from tests.conftest import free_port
 from tests.deploy.promql import dashboards, panel_queries, substitute_variables
 from tests.integration.prometheus_server import PROMETHEUS_BINARY, PrometheusServer, require_binary

@@ -16,7 +16,8 @@ from sqlmodel import Session, select
 
 from aggregator.event_summary import summarize_event
 from aggregator.store.db import make_engine
-from aggregator.store.models import EventRecord, MeterReading
+from aggregator.store.models import MeterReading
+from ven.store import VenEvent
 from tests.conftest import free_port
 from sim.vtn import UtilityVtn
 
@@ -80,7 +81,7 @@ def test_killed_mid_event_resumes_and_counts_nothing_twice(tmp_path):
     engine = make_engine(database_url)
     try:
         with Session(engine) as db:
-            assert db.get(EventRecord, event_id).opt_state == "optIn"
+            assert db.get(VenEvent, event_id).opt_state == "optIn"
             readings = db.exec(select(MeterReading)).all()
         # readings from both lives of the process, each (source, ts) once
         stamps = [r.ts.replace(tzinfo=timezone.utc) for r in readings]
