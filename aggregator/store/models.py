@@ -87,3 +87,15 @@ class MeterReading(SQLModel, table=True):
     energy_export_kwh: float          # cumulative register, vehicle -> grid
     power_kw: float                   # signed, positive = import
     soc_pct: float | None = None
+
+
+class StationCredential(SQLModel, table=True):
+    """An OCPP station allowed to connect (`v2x stations add`): its limits and, for
+    security profile 2, its password as a salted scrypt hash (never the password)."""
+    __tablename__ = "station_credential"
+    station_id: str = Field(primary_key=True)
+    password_hash: str | None = None      # "scrypt$n$r$p$salt_hex$hash_hex"
+    site: int = 0
+    max_charge_kw: float = 22.0
+    max_discharge_kw: float = 0.0
+    created_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))

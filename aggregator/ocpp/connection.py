@@ -1,0 +1,192 @@
+"""One connected station, CSMS side: the `ocpp` package's ChargePoint (v21 or v201)
+with our handlers. Handlers translate what the station says into station events
+and never call the station themselves (a handler that awaited a CALL would wait
+on the very loop that reads the answer).
+
+Idempotence: TransactionEvents are de-duplicated on (transactionId, seqNo) and an
+Ended transaction is never ended twice; the fleet registry de-duplicates samples
+by timestamp and continues a re-announced session instead of opening a second.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+from ocpp.exceptions import NotImplementedError as OcppNotImplemented, OCPPError
+from ocpp.messages import Call, CallError, MessageType, unpack
+from ocpp.routing import on
+from ocpp.v21 import ChargePoint as ChargePoint21
+from ocpp.v201 import ChargePoint as ChargePoint201
+
+from aggregator.chargers.port import MeterSample, SessionEnded, SessionStarted, VehicleIdentified, VehicleInfo
+from aggregator.ocpp.messages import V21, V201, iso, parse_time, read_meter_values, to_sample, vehicle_from_needs
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 300
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Handlers:
+    """Shared by both versions; `self._call_result` is the version's module."""
+    version: str
+
+    def _setup(self, csms) -> None:
+        self.csms = csms
+        self.transaction_id: str | None = None
+        self.vehicle_id: str | None = None
+        self.evse_id = 1
+        self.seq: dict[str, int] = {}
+        self.ended: set[str] = set()
+        self.last_sample: MeterSample | None = None
+        self.capacity_kwh: float | None = None
+        self.pending_needs: VehicleInfo | None = None
+        self.booted = False
+        self.protocol_errors = 0
+
+    def _emit(self, event) -> None:
+        self.csms.emit(event)
+
+    # -- framing: every malformed message gets its CALLERROR, the connection lives on ------
+    async def route_message(self, raw_msg):
+        try:
+            msg = unpack(raw_msg)
+        except OCPPError as err:
+            self.protocol_errors += 1
+            unique_id = "-1"   # OCPP-J: the id of a message we cannot read
+            try:
+                parsed = json.loads(raw_msg)
+                if isinstance(parsed, list) and len(parsed) > 1 and isinstance(parsed[1], str):
+                    unique_id = parsed[1]
+            except (ValueError, TypeError):
+                pass
+            log.warning("station %s sent a malformed message (%s)", self.id, err.__class__.__name__)
+            await self._send(CallError(unique_id, err.code, err.description, err.details or {}).to_json())
+            return
+        if msg.message_type_id == MessageType.Call and msg.action not in self.route_map:
+            self.protocol_errors += 1
+            error = OcppNotImplemented(details={"cause": f"{msg.action} is not implemented by this CSMS"})
+            await self._send(msg.create_call_error(error).to_json())
+            return
+        if msg.message_type_id == MessageType.Call and not isinstance(msg.payload, dict):
+            self.protocol_errors += 1
+            await self._send(CallError(msg.unique_id, "FormatViolation", "payload is not an object", {}).to_json())
+            return
+        await super().route_message(raw_msg)
+
+    # -- handlers -------------------------------------------------------------------------
+    @on("BootNotification")
+    def on_boot_notification(self, charging_station, reason, **kwargs):
+        self.booted = True
+        self.csms.booted(self)
+        return self._call_result.BootNotification(current_time=iso(_now()), interval=HEARTBEAT_S,
+                                                  status="Accepted")
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **kwargs):
+        return self._call_result.Heartbeat(current_time=iso(_now()))
+
+    @on("StatusNotification")
+    def on_status_notification(self, **kwargs):
+        return self._call_result.StatusNotification()
+
+    @on("Authorize")
+    def on_authorize(self, id_token, **kwargs):
+        return self._call_result.Authorize(id_token_info={"status": "Accepted"})
+
+    @on("NotifyEvent")
+    def on_notify_event(self, **kwargs):
+        return self._call_result.NotifyEvent()
+
+    @on("MeterValues")
+    def on_meter_values(self, evse_id, meter_value, **kwargs):
+        self._samples(meter_value)
+        return self._call_result.MeterValues()
+
+    @on("NotifyEVChargingNeeds")
+    def on_notify_ev_charging_needs(self, evse_id, charging_needs, timestamp=None, **kwargs):
+        soc = self.last_sample.soc_pct if self.last_sample else None
+        info = vehicle_from_needs(charging_needs, version=self.version, soc_pct=soc, capacity_kwh=self.capacity_kwh)
+        if info.capacity_kwh:
+            self.capacity_kwh = info.capacity_kwh
+        if self.transaction_id is None:
+            self.pending_needs = info    # applied when the transaction starts
+        else:
+            ts = parse_time(timestamp) or (self.last_sample.ts if self.last_sample else _now())
+            self._emit(VehicleIdentified(self.id, ts, _with_id(info, self.vehicle_id)))
+        return self._call_result.NotifyEVChargingNeeds(status="Accepted")
+
+    @on("TransactionEvent")
+    def on_transaction_event(self, event_type, timestamp, trigger_reason, seq_no, transaction_info,
+                             meter_value=None, id_token=None, evse=None, **kwargs):
+        tx = transaction_info["transaction_id"]
+        answer = self._call_result.TransactionEvent(
+            id_token_info={"status": "Accepted"} if id_token else None)
+        if seq_no <= self.seq.get(tx, -1) or tx in self.ended:
+            return answer   # a replay (the station resends what it queued offline): already counted
+        self.seq[tx] = seq_no
+        ts = parse_time(timestamp) or _now()
+        if evse and evse.get("id"):
+            self.evse_id = evse["id"]
+        vehicle_id = id_token.get("id_token") if id_token else None
+        meters = read_meter_values(meter_value)
+        if tx != self.transaction_id and event_type in ("Started", "Updated"):
+            # a new transaction, or one we learn about after a reconnect or our restart
+            self.transaction_id, self.vehicle_id = tx, vehicle_id
+            soc = next((m.soc_pct for m in meters if m.soc_pct is not None), None)
+            info = self.pending_needs or VehicleInfo()
+            self.pending_needs = None
+            capacity = info.capacity_kwh or self.capacity_kwh
+            energy = info.energy_kwh if info.energy_kwh is not None else (
+                soc / 100.0 * capacity if soc is not None and capacity else None)
+            self._emit(SessionStarted(self.id, ts, _with_id(VehicleInfo(
+                capacity_kwh=capacity, energy_kwh=energy, departs_at=info.departs_at, need_kwh=info.need_kwh,
+                floor_kwh=info.floor_kwh, max_charge_kw=info.max_charge_kw,
+                max_discharge_kw=info.max_discharge_kw), vehicle_id)))
+        elif vehicle_id and vehicle_id != self.vehicle_id and event_type == "Updated":
+            self.vehicle_id = vehicle_id
+            self._emit(VehicleIdentified(self.id, ts, VehicleInfo(vehicle_id=vehicle_id)))
+        self._samples(meter_value, meters)
+        if event_type == "Ended":
+            self.ended.add(tx)
+            if tx == self.transaction_id:
+                self._emit(SessionEnded(self.id, ts))
+                self.transaction_id, self.vehicle_id = None, None
+        return answer
+
+    def _samples(self, meter_value, meters=None) -> None:
+        for meter in meters if meters is not None else read_meter_values(meter_value):
+            sample = to_sample(self.id, meter, self.last_sample)
+            if sample is None or (self.last_sample is not None and sample.ts <= self.last_sample.ts):
+                continue
+            self.last_sample = sample
+            self._emit(sample)
+
+
+def _with_id(info: VehicleInfo, vehicle_id: str | None) -> VehicleInfo:
+    from dataclasses import replace
+    return replace(info, vehicle_id=vehicle_id) if vehicle_id else info
+
+
+class Connection21(_Handlers, ChargePoint21):
+    version = V21
+
+    def __init__(self, station_id, websocket, csms, response_timeout: float = 30):
+        ChargePoint21.__init__(self, station_id, websocket, response_timeout=response_timeout)
+        self._setup(csms)
+
+
+class Connection201(_Handlers, ChargePoint201):
+    version = V201
+
+    def __init__(self, station_id, websocket, csms, response_timeout: float = 30):
+        ChargePoint201.__init__(self, station_id, websocket, response_timeout=response_timeout)
+        self._setup(csms)
+
+
+def connection_for(version: str):
+    return Connection21 if version == V21 else Connection201
