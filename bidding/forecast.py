@@ -95,11 +95,40 @@ def day_profile(table: SessionTable, window: Window, day: date) -> DayProfile:
                 continue
             rows = idx[valid.ids.astype(int)]
             per = -lowest_import_kw(valid, np.full(S - k, SLOT_H), per_ev=True)
-            slot_kw[rows, k:] = per
+            slot_kw[rows, k:] = _energy_coupled(per, valid, (S - k) * SLOT_H)
     per_h = S // H
     export = slot_kw.reshape(n, H, per_h).mean(axis=2)
     pres = present.reshape(n, H, per_h).mean(axis=2)
     return DayProfile(day, sub.vehicle_id, sub.kind, sub.site, export, pres)
+
+
+def _energy_coupled(per: np.ndarray, fleet: FleetArrays, horizon_h: float) -> np.ndarray:
+    """Couple the slots of one event: the per-slot bound counts the same energy again in
+    every slot, so cap each EV's export over the rest of the window by the energy it can
+    spare over it -- the window term of `shortfall_lower_bound_kwh`: (most it can hold at
+    the start - least it must hold at the window end) x eta_discharge -- spread as a
+    level held as long as possible (water-filling: min(slot bound, level)). Slots where the
+    EV must import are kept as they are."""
+    b = np.minimum(fleet.departure_h, horizon_h)
+    e_req = np.maximum(np.minimum(fleet.floor_kwh, fleet.energy_kwh),
+                       fleet.need_kwh - fleet.eta_charge * fleet.max_charge_kw * np.maximum(0.0, fleet.departure_h - b))
+    budget = np.maximum(0.0, (fleet.energy_kwh - e_req) * fleet.eta_discharge) / SLOT_H   # kW-slots
+    pos = np.maximum(per, 0.0)
+    need_cut = pos.sum(axis=1) > budget + 1e-9
+    if not need_cut.any():
+        return per
+    x = np.sort(pos[need_cut], axis=1)
+    B = budget[need_cut]
+    S = x.shape[1]
+    cum = np.cumsum(x, axis=1)
+    # f(level = x_k) = cum_k + x_k (S - k - 1); the level lies where f crosses B
+    f = cum + x * (S - 1 - np.arange(S))
+    k = (f <= B[:, None]).sum(axis=1)            # slots fully below the level
+    below = np.where(k > 0, cum[np.arange(x.shape[0]), np.maximum(k - 1, 0)], 0.0)
+    level = (B - below) / np.maximum(S - k, 1)
+    out = per.copy()
+    out[need_cut] = np.where(per[need_cut] > 0, np.minimum(per[need_cut], level[:, None]), per[need_cut])
+    return out
 
 
 def profile_cache(table: SessionTable, window: Window):
