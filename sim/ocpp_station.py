@@ -213,8 +213,8 @@ class OcppStation:
         self.transaction_id = f"{self.station_id}-tx{self.tx_count}"
         self.seq = 0
         self.queue_transaction_event("Started", "CablePluggedIn", with_id=True)
-        self.queue(self.cp._call.NotifyEVChargingNeeds(evse_id=1, charging_needs=self.charging_needs(),
-                                                       timestamp=iso(self.station.now)))
+        extra = {"timestamp": iso(self.station.now)} if self.version == V21 else {}
+        self.queue(self.cp._call.NotifyEVChargingNeeds(evse_id=1, charging_needs=self.charging_needs(), **extra))
         self._next_sample = self.station.now + self.sample_interval
 
     def charging_needs(self) -> dict:

@@ -1,0 +1,114 @@
+"""Disconnect and reconnect (offline, online, re-sync, nothing counted twice),
+rejected and unanswered profiles, OCPP 2.0.1 charge-only, and malformed messages
+(each gets its CALLERROR; the connection and the other stations carry on)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import websockets
+
+from aggregator.chargers.port import (Ack, SessionEnded, SessionStarted, Setpoint, StationOffline, StationOnline)
+from sim.station import Behaviour
+from tests.ocpp.conftest import start_world
+
+
+async def test_disconnect_reconnect_resync_counts_nothing_twice(engine, now):
+    registry, sink, csms, fleet = await start_world(engine, now, limit=2)
+    try:
+        await fleet.connect_all(csms.url)
+        sid, other = list(fleet.clients)
+        client = fleet.clients[sid]
+        await client.disconnect()
+        await asyncio.sleep(0.2)
+        assert sink.of(StationOffline, sid) and not registry.stations[sid].online
+        assert (await csms.command(Setpoint(sid, -5.0, now, now + timedelta(minutes=5)))).ack is Ack.OFFLINE
+        assert (await csms.command(Setpoint(other, -5.0, now, now + timedelta(minutes=5)))).ack is Ack.ACCEPTED
+        fleet.advance(now + timedelta(seconds=20))
+        await client.connect(csms.url, boot=False)   # back, without a reboot
+        await asyncio.sleep(1.5)                      # CSMS re-sync: TriggerMessage(TransactionEvent)
+        await fleet.flush()
+        assert len(sink.of(StationOnline, sid)) == 2 and registry.stations[sid].online
+        assert len(sink.of(SessionStarted, sid)) == 2          # re-announced ...
+        assert len(sink.of(SessionEnded, sid)) == 0            # ... and continued, not a second session
+        assert registry.stations[sid].session.vehicle_id == client.station.vehicle.id
+        registry.persist()
+        from sqlmodel import Session, select
+        from aggregator.store.models import PlugSession
+        with Session(engine) as db:
+            rows = db.exec(select(PlugSession).where(PlugSession.station_id == sid)).all()
+        assert len(rows) == 1 and rows[0].left_at is None
+        assert (await csms.command(Setpoint(sid, -5.0, now, now + timedelta(minutes=5)))).ack is Ack.ACCEPTED
+    finally:
+        await fleet.close()
+        await csms.stop()
+
+
+async def test_rejecting_and_silent_stations(engine, now):
+    registry, sink, csms, fleet = await start_world(engine, now, limit=3, command_timeout=0.5)
+    ids = list(fleet.clients)
+    fleet.clients[ids[0]].station.behaviour = Behaviour("reject")
+    fleet.clients[ids[1]].station.behaviour = Behaviour("silent")
+    try:
+        await fleet.connect_all(csms.url)
+        until = now + timedelta(minutes=5)
+        results = await asyncio.gather(*(csms.command(Setpoint(s, -3.0, now, until)) for s in ids))
+        assert [r.ack for r in results] == [Ack.REJECTED, Ack.TIMED_OUT, Ack.ACCEPTED]
+        for r in results:
+            registry.command_result(r, now)
+        assert {live.station.id for live in registry.available(now)} == {ids[2]}
+    finally:
+        await fleet.close()
+        await csms.stop()
+
+
+async def test_ocpp201_station_is_charge_only(engine, now):
+    registry, sink, csms, fleet = await start_world(engine, now, limit=1, charge_only={"school-bus-01"})
+    sid = next(iter(fleet.clients))
+    try:
+        await fleet.connect_all(csms.url)
+        assert fleet.clients[sid].version == "2.0.1"
+        assert registry.stations[sid].station.max_discharge_kw == 0.0
+        assert registry.stations[sid].spec.max_discharge_kw == 0.0
+        result = await csms.command(Setpoint(sid, -7.0, now, now + timedelta(minutes=5)))
+        assert result.ack is Ack.ACCEPTED
+        assert fleet.clients[sid].station.setpoint_kw == 0.0     # a limit of 0, never a discharge
+    finally:
+        await fleet.close()
+        await csms.stop()
+
+
+async def test_malformed_messages_get_callerrors(engine, now):
+    registry, sink, csms, fleet = await start_world(engine, now, limit=1)
+    sid = next(iter(fleet.clients))
+    try:
+        await fleet.connect_all(csms.url)
+        async with websockets.connect(csms.url + "cp-school-bus-01x", subprotocols=["ocpp2.1"]) as ws:
+            raise AssertionError("an unknown station id must be refused")
+    except websockets.InvalidStatus as err:
+        assert err.response.status_code == 404
+    try:
+        await fleet.clients.pop(sid).disconnect()
+        async with websockets.connect(csms.url + sid, subprotocols=["ocpp2.1"]) as ws:
+            await ws.send("this is not json")
+            assert json.loads(await ws.recv())[:3] == [4, "-1", "FormatViolation"]
+            await ws.send(json.dumps([2, "a1", "NoSuchAction", {}]))
+            assert json.loads(await ws.recv())[:3] == [4, "a1", "NotImplemented"]
+            await ws.send(json.dumps([2, "a2", "Heartbeat", {"unexpected": 1}]))
+            reply = json.loads(await ws.recv())
+            assert reply[0] == 4 and reply[1] == "a2" and reply[2] in ("FormatViolation", "OccurrenceConstraintViolation")
+            await ws.send(json.dumps([2, "a3", "BootNotification", {"reason": "PowerUp"}]))   # required field missing
+            reply = json.loads(await ws.recv())
+            assert reply[:2] == [4, "a3"] and reply[2] in ("ProtocolError", "OccurrenceConstraintViolation")
+            await ws.send(json.dumps([2, "a4", "TransactionEvent", {"eventType": "Started", "timestamp": 5,
+                                                                     "triggerReason": "x", "seqNo": 0,
+                                                                     "transactionInfo": {"transactionId": "t"}}]))
+            reply = json.loads(await ws.recv())
+            assert reply[:2] == [4, "a4"]
+            await ws.send(json.dumps([2, "a5", "Heartbeat", {}]))    # the connection lives on
+            reply = json.loads(await ws.recv())
+            assert reply[0] == 3 and reply[1] == "a5" and "currentTime" in reply[2]
+    finally:
+        await fleet.close()
+        await csms.stop()
