@@ -47,7 +47,7 @@ class Aggregator:
         self.engine = make_engine(settings.database.url)
         self.metrics = Metrics()
         self.registry = FleetRegistry(self.engine, metrics=self.metrics)
-        self.book = CommitmentBook()
+        self.book = CommitmentBook(self.engine)
         label = program_label(settings.program.market_context)
         self.dispatcher = Dispatcher(self.registry, None, self.book, allocator_options=allocator_options)
         self.ledger = LedgerWriter(self.engine, self.metrics)
