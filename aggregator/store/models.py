@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, UniqueConstraint, text
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -67,6 +67,23 @@ class Commitment(SQLModel, table=True):
     import_ceiling_kw: float | None = None   # resolved fleet import ceiling; NULL = no commitment
     baseline_kw: float = 0.0         # fleet power when the event was first accepted, kW
     kind: str = "event"              # event | ramp | recovery
+
+
+class Bid(SQLModel, table=True):
+    """A DR bid (bidding/): quantity per hour of a programme window, its price, the forecast
+    percentiles and the history and parameters used (JSON text; see bidding.bids.Bid)."""
+    __tablename__ = "bid"
+    id: int | None = Field(default=None, primary_key=True)
+    program: str = Field(index=True)
+    strategy: str = "optimal"
+    window_start: datetime = Field(sa_column=_utc_column(nullable=False, index=True))
+    window_end: datetime = Field(sa_column=_utc_column(nullable=False))
+    created_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    price_per_kw: float
+    quantity_json: str = Field(sa_column=Column(Text, nullable=False))    # [kW per hour]
+    forecast_json: str = Field(sa_column=Column(Text, nullable=False))    # {"p50": [...], "p90": [...], "mean": [...]}
+    history_json: str = Field(sa_column=Column(Text, nullable=False))
+    params_json: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class SetpointRecord(SQLModel, table=True):
