@@ -139,6 +139,12 @@ def _certs(args, settings: Settings) -> int:
     return 0
 
 
+def _add_bidding(sub) -> None:
+    """`bid`, `backtest`, `report participation` (bidding/cli.py; handlers import lazily)."""
+    from bidding.cli import add_arguments
+    add_arguments(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="v2x", description="V2G demand-response aggregator (OpenADR 2.0b VEN)")
     parser.add_argument("--config", help="config file (TOML); also V2X_CONFIG")
@@ -177,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--out", default="pki", help="folder for the certificates and keys (default: pki)")
     certs.add_argument("--vtn-name", action="append", default=[], help="extra DNS name for the VTN certificate")
     certs.set_defaults(func=_certs)
+    _add_bidding(sub)
     config = sub.add_parser("config", help="validate and print the effective configuration")
     config.add_argument("--defaults", action="store_true", help="print the documented default config file")
     config.set_defaults(func=_config)
