@@ -51,7 +51,7 @@ class Aggregator:
         label = program_label(settings.program.market_context)
         self.dispatcher = Dispatcher(self.registry, None, self.book, allocator_options=allocator_options)
         self.ledger = LedgerWriter(self.engine, self.metrics)
-        self.tally = PerformanceTally(self.metrics, self.dispatcher.committed_at, label)
+        self.tally = PerformanceTally(self.metrics, self.dispatcher.committed_at, label, self.engine, self.book)
         self.dispatcher.observers = [self.ledger, LiveMetrics(self.metrics, self.registry, self.book, label),
                                      self.tally]
         program = settings.program

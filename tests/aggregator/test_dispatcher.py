@@ -87,6 +87,10 @@ def test_committed_export_is_delivered_and_metered(harness):
         # goes out a few seconds early, so an interval may over-deliver a little
         assert 0.92 <= interval.delivered_export_kw / interval.committed_export_kw <= 1.15
     assert summary.performance_ratio == pytest.approx(1.0, abs=0.05)
+    # once the event is over, the gauge shows settlement's figure, not a second computation
+    gauge = harness.app.metrics.performance_ratio.labels(program="v2x-summer")._value.get()
+    assert gauge == pytest.approx(summary.performance_ratio, abs=1e-9)
+    assert harness.app.tally.settled["e1"] == gauge
 
 
 def test_a_test_event_is_answered_but_moves_no_energy(harness):
