@@ -157,7 +157,7 @@ def optimise_quantity(samples: np.ndarray, payoff: Payoff, max_candidates: int =
     for chunk in np.array_split(q, max(1, q.size * c.size // 4_000_000 + 1)):
         v = expected_payoff(payoff, chunk, c)
         i = int(np.argmax(v))
-        if v[i] > best + 1e-9 * max(1.0, abs(best)):
+        if best == -np.inf or v[i] > best + 1e-9 * max(1.0, abs(best)):
             best, best_q = float(v[i]), float(chunk[i])
     return best_q
 
