@@ -49,8 +49,10 @@ class SimulatedStations:
                 for s in self.stations.values()]
 
     def plug_in_all(self) -> None:
-        """Every station announces its session (as after a boot or a reconnect) and a first sample."""
+        """Every station boots (online) and announces its session, if it has one, with a first sample."""
         for sid, station in self.stations.items():
+            if station.online:
+                self.sink.on_station_event(StationOnline(sid, station.now))
             if station.plugged and station.online:
                 self._announce(station)
 
@@ -129,15 +131,16 @@ class SimulatedFleet(SimulatedStations):
 
     def __init__(self, sink: StationEventSink, scenario_name: str, now: datetime,
                  sample_interval: timedelta = timedelta(seconds=5), behaviours: dict[str, Behaviour] | None = None,
-                 reports_soc: bool = True):
+                 reports_soc: bool = True, skip_plug_in: set[str] = frozenset()):
         super().__init__(sink, sample_interval)
         self.scenario = load_scenario(scenario_name, now)
         behaviours = behaviours or {}
         for v in self.scenario.vehicles:
             sid = station_id_for(v.spec.id)
-            self.add(SimulatedStation(sid, v.spec, v.energy_kwh, now, reports_soc=reports_soc,
-                                      behaviour=behaviours.get(v.spec.id)),
-                     v.session.departs_at, v.session.need_kwh)
+            station = SimulatedStation(sid, v.spec, v.energy_kwh, now, reports_soc=reports_soc,
+                                       behaviour=behaviours.get(v.spec.id))
+            station.plugged = v.spec.id not in skip_plug_in   # e.g. a vehicle that left while we were down
+            self.add(station, v.session.departs_at, v.session.need_kwh)
 
     @property
     def specs(self):

@@ -79,6 +79,7 @@ class Dispatcher:
         self._last_step: datetime | None = None
         self._last_plan_at: datetime | None = None
         self._seen_versions: tuple[int, int] | None = None
+        self._started_at: datetime | None = None
 
     # -- commitments -----------------------------------------------------------------
     def commitments(self) -> list[tuple[str, CommittedInterval]]:
@@ -92,6 +93,8 @@ class Dispatcher:
 
     # -- the loop --------------------------------------------------------------------------
     async def step(self, now: datetime) -> StepReport:
+        self._started_at = self._started_at or now
+        self.registry.reconcile(now, self._started_at)
         switches = self._switch_times()
         last = self._last_step
         at_boundary = last is None or any(last < t <= now for t in switches)            # meters read on it

@@ -74,6 +74,7 @@ class _Live:
     retry_at: datetime | None = None
     retry_wait: timedelta = RETRY_FIRST
     intended_kw: float = 0.0                # what the plan last asked of it
+    confirmed: bool = True                  # False: loaded at restart, not yet re-announced by the station
     samples: list[MeterSample] = field(default_factory=list)
 
 
@@ -124,7 +125,7 @@ class FleetRegistry:
                 if live is None or spec is None:
                     continue
                 db.expunge(row)
-                live.session, live.spec = row, spec
+                live.session, live.spec, live.confirmed = row, spec, False
                 live.plug = PlugIn(spec.id, as_utc(row.arrived_at), as_utc(row.departs_at), row.need_kwh)
                 last = db.exec(select(MeterReading).where(MeterReading.source == live.station.id)
                                .order_by(MeterReading.ts.desc()).limit(1)).first()
@@ -182,6 +183,7 @@ class FleetRegistry:
         vehicle_id = info.vehicle_id or f"{live.station.id}/unidentified"
         if live.session is not None and live.session.vehicle_id == vehicle_id:
             # The station re-announces the session it has (reconnect, our restart): continue it.
+            live.confirmed = True
             if info.departs_at or info.need_kwh is not None:
                 self._on_identified(live, ts, info)
             return
@@ -267,6 +269,17 @@ class FleetRegistry:
             self.vehicles[vehicle_id] = spec if vehicle_id in self.vehicles else spec
             self._pending.append(_vehicle_row(spec))
         return spec
+
+    def reconcile(self, now: datetime, started_at: datetime, grace: timedelta = timedelta(minutes=2)) -> None:
+        """Restart reconciliation: a session loaded from the database that its station, online
+        again, has not re-announced within `grace` of our start ended while we were down."""
+        if now - started_at < grace:
+            return
+        for live in self.stations.values():
+            if live.session is not None and not live.confirmed and live.online:
+                log.warning("station %s did not re-announce %s's session after the restart: closed",
+                            live.station.id, live.session.vehicle_id)
+                self._on_ended(live, now, "reconciled")
 
     # -- commands ---------------------------------------------------------------------------
     def command_result(self, result: CommandResult, now: datetime) -> None:

@@ -145,6 +145,25 @@ def test_a_restart_continues_open_sessions_instead_of_opening_new_ones(database_
     assert all(r.left_at is None for r in rows)
 
 
+def test_a_session_that_ended_while_we_were_down_is_closed_on_reconciliation(database_url):
+    app = Aggregator(settings_for(database_url), clock=lambda: T0)
+    fleet = start_simulated_fleet(app, app.settings, T0)
+    asyncio.run(run_until(app, fleet, T0, T0 + timedelta(seconds=2)))
+    app.engine.dispose()
+    # restart: the bus left while the aggregator was down, so its station announces no session
+    app = Aggregator(settings_for(database_url), clock=lambda: T0)
+    later = T0 + timedelta(minutes=10)
+    fleet = start_simulated_fleet(app, app.settings, later, resume=True, skip_plug_in={"school-bus-03"})
+    asyncio.run(run_until(app, fleet, later, later + timedelta(minutes=3), tick=timedelta(seconds=10)))
+    with Session(app.engine) as db:
+        rows = {r.vehicle_id: r for r in db.exec(select(PlugSession)).all()}
+    app.engine.dispose()
+    assert rows["school-bus-03"].left_at is not None and rows["school-bus-03"].closed_reason == "reconciled"
+    reasons = [r.closed_reason for r in rows.values() if r.left_at is not None]
+    assert reasons.count("reconciled") == 1 and set(reasons) <= {"reconciled", "departed"}
+    assert len(rows) == len(fleet.stations)   # and no second session for anyone
+
+
 def test_replayed_or_out_of_order_samples_are_ignored(app):
     app.registry.register_vehicles([BUS])
     app.registry.register_station(StationSpec("cp", 0, 19.2, 19.2))
