@@ -10,14 +10,16 @@ Public API
 FleetArrays, FleetValidationError, validate_fleet   -- input and its checks (fleet.py)
 Targets, AllocatorOptions, Plan                     -- targets, options, result (types.py)
 allocate(fleet, targets, options) -> Plan           -- the planner (api.py)
-deliverable_export_bound_kw(fleet, durations_h)     -- O(N) closed-form export bound (bound.py)
+deliverable_export_bound_kw(fleet, durations_h[, site_export_limit_kw])
+                                                    -- O(N) closed-form export bound (bound.py)
 
 Methods (``AllocatorOptions.method``)
 -------------------------------------
 "lp"           per-EV LP (identical EVs merged losslessly) built in bulk from
                scipy CSR and solved by GLOP or HiGHS (lp.py).
 "cluster"      EVs binned by (departure, headroom, need/room, discharge ratio,
-               site) into a few hundred units, unit LP, event-aware split
+               site) into a few hundred units, unit LP with per-site rows,
+               event-aware split that keeps every site within its limits
                (cluster.py).
 "greedy"       event-aware rule; also the fallback when the solver exceeds
                ``time_budget_s`` (method reported as "greedy-fallback").
@@ -28,6 +30,32 @@ Methods (``AllocatorOptions.method``)
 Objective order: departure energy (hard when feasible) >> commitment shortfall
 >> price >> battery wear >> fairness (identical EVs get identical shares;
 charging toward the need happens as early as possible).
+
+Sites
+-----
+``FleetArrays.site`` puts every EV behind a site (index 0..S-1).
+``Targets.site_import_limit_kw`` / ``site_export_limit_kw`` are (S,) constant
+or (S, T) per-interval limits (a feeder derated for an hour, the headroom a
+building load leaves on the transformer); inf = no limit, and EVs at a site
+index without a row are behind no limit.  ``Targets.price`` is (T,) or (S, T)
+(sites on different tariffs).  Site limits are hard: every method keeps every
+site within its limits in every interval, and a site at its export limit
+hands the rest of the ask to the other sites.  When an import limit is below
+what departure needs force, the needs fall short (reported per EV) rather
+than the limit being exceeded.  Malformed limits or prices raise ValueError
+naming the site and the interval.
+
+When a commitment exceeds what the fleet can do
+-----------------------------------------------
+``allocate`` never raises on an infeasible commitment.  It delivers as much
+of it as the fleet can without leaving a driver short whose need is
+reachable and without exceeding any charger, battery or site limit, and
+reports the rest per interval in ``Plan.shortfall_kw`` (kW above the ceiling).
+``Plan.bound_kw`` is the site-limited closed-form bound on what each interval
+alone could reach, and ``bound.shortfall_lower_bound_kwh`` the shortfall no
+plan can avoid, so the caller can tell an over-commitment (unavoidable) from
+a poor plan.  Drivers come first: energy their departure needs is never
+spent on a commitment.
 """
 
 from .api import allocate

@@ -124,7 +124,7 @@ def aggregate(prob: Problem, labels: np.ndarray, K: int) -> Units:
         etad = np.where(dmax > 0, wd / np.where(dmax > 0, dmax, 1.0), mean_d)
     site = np.zeros(K, dtype=np.int64)
     site[labels] = prob.site
-    emin, emax = prob.envelope(sites=False)
+    emin, emax = prob.envelope()
     return Units(e0=s(prob.e0), cap=s(prob.cap), lb=s(prob.lb), need=s(prob.need), cmax=cmax, dmax=dmax,
                  etac=etac, etad=etad, site=site, e_lo=np.asarray(M @ emin), e_hi=np.asarray(M @ emax))
 

@@ -233,6 +233,7 @@ def plan_rule(prob: Problem, rule: str = "greedy", plan_ceilings: bool = True) -
     block_start = {a: (a, b) for a, b in blocks if np.any(prob.target[a:b] < 0)}
     ceiling_start = {a: (a, b) for a, b in ceiling_blocks(prob)} if plan_ceilings else {}
     sched, sched_from = None, 0
+    keep_floor, blk_req = False, None
     req, req_exp, req_from = None, None, 0
     for t in range(Tx):
         lo, hi = power_band(prob, t, e, charge_after=ca)
@@ -246,14 +247,26 @@ def plan_rule(prob: Problem, rule: str = "greedy", plan_ceilings: bool = True) -
             a, b = block_start[t]
             sched = block_exports(prob, a, b, e, ca)
             sched_from = a
+            # over-committed block (the schedule cannot cover every interval's
+            # ask): energy drawn below what the block end requires would have
+            # to be recharged inside the block, where every kWh counts against
+            # the commitment -- so the forward rule keeps the block-end floor
+            ask_e = float(np.sum(np.maximum(0.0, -prob.target[a:b]) * prob.dur[a:b]))
+            got_e = float(np.sum(sched * prob.dur[None, a:b]))
+            keep_floor = got_e < ask_e * (1.0 - 1e-6)
+            blk_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - prob.end[b - 1]))
         if rule == "greedy" and t in ceiling_start:
             a, b = ceiling_start[t]
             req, req_exp = ceiling_plan(prob, a, b, e)
             req_from = a
         cut_lo = None
+        if sched is not None and keep_floor and t < T and prob.committed[t] and t - sched_from < sched.shape[1]:
+            # lowest power that keeps the EV at or above its block-end floor (no export below it)
+            cut_lo = np.maximum(lo, np.minimum(hi, np.where(
+                e >= blk_req, -np.minimum(prob.pd * prob.frac[:, t], (e - blk_req) * prob.etad / prob.dur[t]), 0.0)))
         if sched is not None and t < T and prob.committed[t] and t - sched_from < sched.shape[1]:
             p = np.where(sched[:, t - sched_from] > 0, -sched[:, t - sched_from], np.clip(0.0, lo, hi))
-            p = np.clip(p, lo, hi)
+            p = np.clip(p, lo if cut_lo is None else cut_lo, hi)
             if p.sum() < prob.target[t]:
                 p = band_split(lo, np.maximum(p, _desired(prob, t, e, prob.need, lo, hi)), p, prob.target[t])
         elif req is not None and t < T and prob.committed[t] and t - req_from < req.shape[1] - 1:

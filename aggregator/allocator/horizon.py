@@ -79,10 +79,19 @@ class Problem:
         plugged = np.minimum(self.dep[:, None], self.end[None, :])
         emax = np.minimum(self.cap[:, None], self.e0[:, None] + (self.etac * self.pc)[:, None] * plugged)
         emin = np.maximum(self.lb[:, None], self.need[:, None] - self.charge_after())
-        if sites:
-            limited = np.isfinite(self.site_imp).any(axis=1)[self.site]
-            emin[limited] = self.lb[limited, None]
         emin = np.minimum(emin, emax)
+        if sites and np.isfinite(self.site_imp).any():
+            # the forced charging this envelope implies (every EV idle until it
+            # must charge) has to fit every site's import limit; where it does
+            # not, that site's EVs keep only their floor as a hard bound
+            path = np.maximum(self.e0[:, None], emin)
+            prev = np.concatenate([self.e0[:, None], path[:, :-1]], axis=1)
+            forced = (path - prev) / (self.etac[:, None] * self.dur[None, :])
+            by_site = np.zeros((self.n_sites, forced.shape[1]))
+            np.add.at(by_site, self.site, forced)
+            bad = np.any(by_site > self.site_imp * (1 + 1e-9) + 1e-9, axis=1)
+            limited = bad[self.site]
+            emin[limited] = np.minimum(self.lb[limited, None], emax[limited])
         return emin, np.maximum(emax, self.lb[:, None])
 
     def charge_after(self) -> np.ndarray:
