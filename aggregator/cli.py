@@ -28,7 +28,7 @@ def _demo(args, settings: Settings) -> int:
     print(f"ledger: {settings.database.url}")
     try:
         options = DemoOptions(profile_kw=tuple(args.profile or DemoOptions.profile_kw), interval=timedelta(seconds=args.interval_seconds),
-                              pki_folder=out / "pki" if args.secure else None)
+                              pki_folder=out / "pki" if args.secure else None, chargers=args.chargers)
         result = asyncio.run(run_demo(settings, options))
     except (DemoFailure, ScenarioError) as err:
         print(f"demo failed: {err}", file=sys.stderr)
@@ -91,11 +91,39 @@ def _migrate(args, settings: Settings) -> int:
 
 
 def _bench(args, settings: Settings) -> int:
+    if args.what == "ocpp":   # N stations on one CSMS: connect, fan-out until acknowledged, memory
+        from benchmarks.ocpp import main as ocpp_bench
+        return ocpp_bench(args.bench_args)
     if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (benchmarks/ven.py)
         from benchmarks.ven import main as ven_bench
         return ven_bench(args.bench_args)
     from benchmarks.allocator import main as allocator_bench
     return allocator_bench(args.bench_args)
+
+
+def _stations(args, settings: Settings) -> int:
+    """OCPP stations allowed to connect: `add` registers one and prints its password once."""
+    from aggregator.ocpp.credentials import StationDirectory, add_station
+    from aggregator.store.db import make_engine
+    engine = make_engine(settings.database.url)
+    try:
+        if args.action == "add":
+            password = add_station(engine, args.id, site=args.site, max_charge_kw=args.max_charge_kw,
+                                   max_discharge_kw=args.max_discharge_kw)
+            o = settings.ocpp
+            scheme = "wss" if o.security_profile >= 2 else "ws"
+            print(f"station {args.id} registered (site {args.site}, charge {args.max_charge_kw:g} kW, "
+                  f"discharge {args.max_discharge_kw:g} kW)")
+            print(f"URL:      {scheme}://{o.host}:{o.port}/ocpp/{args.id}   (subprotocol ocpp2.1 or ocpp2.0.1)")
+            print(f"user:     {args.id}")
+            print(f"password: {password}   (shown once; stored hashed; security profiles 1 and 2)")
+        else:
+            for entry in StationDirectory.from_database(engine).entries.values():
+                print(f"{entry.station_id}\tsite {entry.site}\tcharge {entry.max_charge_kw:g} kW\t"
+                      f"discharge {entry.max_discharge_kw:g} kW")
+    finally:
+        engine.dispose()
+    return 0
 
 
 def _config(args, settings: Settings) -> int:
@@ -159,11 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval-seconds", type=float, default=15.0, help="interval length (default: 15)")
     demo.add_argument("--secure", action="store_true",
                       help="mutual TLS + signed messages with a development PKI made in OUT/pki")
+    demo.add_argument("--chargers", choices=["simulated", "ocpp"], default="simulated",
+                      help="simulated stations in-process, or the same stations over real OCPP 2.1 connections")
     demo.add_argument("--keep-database", action="store_true", help="use the configured database, not out/demo.db")
     demo.set_defaults(func=_demo)
     run = sub.add_parser("run", help="run the aggregator against the configured VTN until SIGINT/SIGTERM")
     run.add_argument("--simulated-fleet", action="store_true",
-                     help="command the configured scenario on simulated chargers (no OCPP driver yet)")
+                     help="command the configured scenario on simulated chargers (default: start the OCPP CSMS "
+                          "and command whatever stations connect)")
     run.set_defaults(func=_run)
     settle = sub.add_parser("settle", help="settle an event or a season from the ledger (table, CSV, PNG, JSON)")
     add_settle_arguments(settle)
@@ -173,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--new", metavar="MESSAGE", help="developers: autogenerate a revision after changing models")
     migrate.set_defaults(func=_migrate)
     bench = sub.add_parser("bench", help="benchmarks (print tables; not tests)")
-    bench.add_argument("what", choices=["allocator", "ven"], help="what to benchmark")
+    bench.add_argument("what", choices=["allocator", "ven", "ocpp"], help="what to benchmark")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark (e.g. --quick)")
     bench.set_defaults(func=_bench)
     events = sub.add_parser("events", help="list the events the VEN knows (status, opt, intervals)")
@@ -183,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--out", default="pki", help="folder for the certificates and keys (default: pki)")
     certs.add_argument("--vtn-name", action="append", default=[], help="extra DNS name for the VTN certificate")
     certs.set_defaults(func=_certs)
+    stations = sub.add_parser("stations", help="OCPP stations allowed to connect (add one: prints its password once)")
+    stations_sub = stations.add_subparsers(dest="action", required=True)
+    add = stations_sub.add_parser("add", help="register a station id (or give it a new password)")
+    add.add_argument("id", help="the station id (the last segment of its CSMS URL)")
+    add.add_argument("--site", type=int, default=0)
+    add.add_argument("--max-charge-kw", type=float, default=22.0)
+    add.add_argument("--max-discharge-kw", type=float, default=0.0, help="0 = charge-only")
+    stations_sub.add_parser("list", help="the registered stations")
+    stations.set_defaults(func=_stations)
     _add_bidding(sub)
     config = sub.add_parser("config", help="validate and print the effective configuration")
     config.add_argument("--defaults", action="store_true", help="print the documented default config file")

@@ -126,12 +126,34 @@ class FleetSettings(_Strict):
     meter_interval_s: float = Field(default=5.0, gt=0)
 
 
+class OcppSettings(_Strict):
+    """The CSMS: where stations connect (ws[s]://host:port/ocpp/<station id>) and how they authenticate.
+    security_profile 0: none (development only), 1: HTTP Basic over ws (testing only),
+    2: HTTP Basic over TLS (cert_file, key_file), 3: TLS client certificates (also ca_file)."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=9000, ge=0, le=65535)
+    security_profile: int = Field(default=1, ge=0, le=3)
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    command_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls(self) -> "OcppSettings":
+        if self.security_profile >= 2 and not (self.cert_file and self.key_file):
+            raise ValueError(f"security_profile {self.security_profile} needs cert_file and key_file")
+        if self.security_profile == 3 and not self.ca_file:
+            raise ValueError("security_profile 3 needs ca_file (the CA of the station certificates)")
+        return self
+
+
 class Settings(_Strict):
     ven: VenSettings = VenSettings()
     database: DatabaseSettings = DatabaseSettings()
     program: ProgramSettings = ProgramSettings()
     metrics: MetricsSettings = MetricsSettings()
     fleet: FleetSettings = FleetSettings()
+    ocpp: OcppSettings = OcppSettings()
 
 
 # Environment variable -> (section, key)
@@ -148,6 +170,7 @@ ENVIRONMENT = {
     "V2X_EXPORT_SIGN": ("program", "export_sign"),
     "V2X_METRICS_PORT": ("metrics", "port"),
     "V2X_SCENARIO": ("fleet", "scenario"),
+    "V2X_OCPP_PORT": ("ocpp", "port"),
 }
 
 

@@ -5,10 +5,10 @@ real time until SIGINT/SIGTERM. Everything it must not lose is in the database
 (events and their commitments, registration, the ledger), so a process killed
 mid-event picks the event up again on restart and counts nothing twice.
 
-Chargers: the OCPP 2.1 driver is not built yet, so the only fleet it can
-command today is the simulated one (`--simulated-fleet`: the configured
-scenario on simulated stations, whose clock is the simulation's own task, not
-this loop's).
+Chargers: by default the OCPP CSMS ([ocpp] settings) is started and the loop
+dispatches to whatever registered stations connect (`v2x stations add`);
+`--simulated-fleet` commands the configured scenario on simulated stations
+instead (whose clock is the simulation's own task, not this loop's).
 """
 from __future__ import annotations
 
@@ -29,26 +29,34 @@ class NoChargerDriver(RuntimeError):
 
 async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asyncio.Event | None = None,
                       tick: timedelta = timedelta(milliseconds=500), say=print) -> None:
-    if not simulated_fleet:
-        raise NoChargerDriver("no charger driver is configured: the OCPP 2.1 driver is not built yet; "
-                              "run with --simulated-fleet to command the scenario's simulated chargers")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     app = Aggregator(settings)
-    simulation = None
+    simulation = csms = None
     try:
-        from sim.stations import start_simulated_fleet   # the simulation, only when asked for
-        now = datetime.now(timezone.utc)
-        fleet = start_simulated_fleet(app, settings, now, resume=True)
-        simulation = asyncio.get_running_loop().create_task(_simulate(fleet, stop, tick))
+        if simulated_fleet:
+            from sim.stations import start_simulated_fleet   # the simulation, only when asked for
+            now = datetime.now(timezone.utc)
+            fleet = start_simulated_fleet(app, settings, now, resume=True)
+            simulation = asyncio.get_running_loop().create_task(_simulate(fleet, stop, tick))
+            fleet_text = f"{len(fleet.stations)} simulated EVs"
+        else:
+            from aggregator.ocpp.service import start_csms
+            try:
+                csms = await start_csms(app, settings)
+            except (OSError, ValueError) as err:
+                raise NoChargerDriver(f"the OCPP CSMS could not start: {err}") from err
+            say(f"OCPP CSMS on {csms.url}<station id> (security profile {settings.ocpp.security_profile}, "
+                f"{len(csms.directory.entries)} registered stations)")
+            fleet_text = "stations over OCPP"
         port = app.serve_metrics()
         say(f"/metrics on http://{settings.metrics.host}:{port}/metrics")
         # Read the fleet before the VTN can send anything: opt decisions need its state.
         await app.dispatcher.step(datetime.now(timezone.utc))
         await app.start_ven()
-        say(f"registered at {settings.ven.vtn_url} as {app.ven.ven_id}; {len(fleet.stations)} simulated EVs")
+        say(f"registered at {settings.ven.vtn_url} as {app.ven.ven_id}; {fleet_text}")
         while not stop.is_set():
             await app.dispatcher.step(datetime.now(timezone.utc))
             try:
@@ -59,6 +67,8 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
     finally:
         if simulation is not None:
             simulation.cancel()
+        if csms is not None:
+            await csms.stop()
         await app.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -47,6 +47,7 @@ class DemoOptions:
     report_interval: timedelta = timedelta(seconds=5)
     progress: callable = print
     pki_folder: Path | None = None                  # with it: mutual TLS + signed messages (dev PKI made there)
+    chargers: str = "simulated"                     # "ocpp": the stations connect to the CSMS over OCPP 2.1
 
 
 @dataclass
@@ -79,15 +80,21 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
     settings = settings.model_copy(update={"ven": settings.ven.model_copy(update=ven_update)})
     now = datetime.now(timezone.utc)
     app = Aggregator(settings, report_sampling=min(options.report_interval, timedelta(seconds=5)))
-    fleet = start_simulated_fleet(app, settings, now)
-    say(f"fleet: {len(fleet.stations)} EVs from scenario '{fleet.scenario.name}'")
+    csms = None
+    if options.chargers == "ocpp":
+        fleet, csms = await _start_ocpp_fleet(app, settings, now)
+        say(f"fleet: {len(fleet.stations)} EVs from scenario '{fleet.scenario.name}', connected over OCPP 2.1 "
+            f"to the CSMS at {csms.url}<station id>")
+    else:
+        fleet = start_simulated_fleet(app, settings, now)
+        say(f"fleet: {len(fleet.stations)} EVs from scenario '{fleet.scenario.name}'")
     with contextlib.redirect_stdout(io.StringIO()):   # openleadr prints a banner
         await vtn.start()
     try:
         metrics_port = app.serve_metrics()
         say(f"/metrics on http://{settings.metrics.host}:{metrics_port}/metrics; VTN simulator at {vtn.url}")
         # Read the fleet before the VTN can send anything: opt decisions need its state.
-        fleet.advance(datetime.now(timezone.utc))
+        await _advance(fleet, datetime.now(timezone.utc))
         await app.dispatcher.step(datetime.now(timezone.utc))
         try:
             await app.start_ven()
@@ -111,21 +118,55 @@ async def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> 
         t = datetime.now(timezone.utc)
         while fleet.any_plugged or app.registry.plugged_in():
             t = min(t + options.fast_forward_step, fleet.last_departure + timedelta(seconds=1))
-            fleet.advance(t, max_step_s=30.0)
+            await _advance(fleet, t, max_step_s=30.0)
             await app.dispatcher.step(t)
         summary = summarize_event(app.engine, event_id)
         return DemoResult(summary, list(vtn.record.reports), list(vtn.record.opt_responses), metrics_port,
                           list(app.ven.rejected), vtn.url, list(vtn.record.opts.values()))
     finally:
+        if csms is not None:
+            await csms.stop()
+            await fleet.close()
         await app.stop()
         await vtn.stop()
+
+
+async def _start_ocpp_fleet(app: Aggregator, settings: Settings, now: datetime):
+    """The scenario's vehicles on simulated OCPP 2.1 stations, connected over real
+    WebSockets on 127.0.0.1 to a CSMS (security profile 0: a local demo)."""
+    from aggregator.ocpp.credentials import StationDirectory
+    from aggregator.ocpp.csms import Csms
+    from sim.ocpp_station import OcppSimulatedFleet
+    fleet = OcppSimulatedFleet(settings.fleet.scenario, now,
+                               sample_interval=timedelta(seconds=settings.fleet.meter_interval_s))
+    app.registry.register_vehicles(fleet.specs)
+    app.registry.load()
+    csms = Csms(app.registry, StationDirectory(fleet.directory_entries()), host="127.0.0.1", port=0,
+                security_profile=0, command_timeout=settings.ocpp.command_timeout_s)
+    await csms.start()
+    app.use_chargers(csms)
+    try:
+        await fleet.connect_all(csms.url)
+    except Exception as err:
+        await fleet.close()
+        await csms.stop()
+        raise DemoFailure(f"simulated stations could not connect to the CSMS: {err}") from err
+    return fleet, csms
+
+
+async def _advance(fleet, t: datetime, max_step_s: float = 1.0) -> None:
+    """Move the simulated world to `t`; OCPP stations' messages are answered before the loop steps."""
+    fleet.advance(t, max_step_s=max_step_s)
+    flush = getattr(fleet, "flush", None)
+    if flush is not None:
+        await flush()
 
 
 async def _run_real_time(app: Aggregator, fleet: SimulatedFleet, until: datetime, tick: timedelta, say) -> None:
     """Step the loop in real time; after each committed interval, say what the meters measured."""
     current, current_started, start_register = None, None, 0.0
     while (now := datetime.now(timezone.utc)) < until:
-        fleet.advance(now)
+        await _advance(fleet, now)
         await app.dispatcher.step(now)
         in_force = app.dispatcher.committed_at(now)
         committed = in_force[1] if in_force else None

@@ -57,6 +57,7 @@ class Csms:
         self.connections: dict = {}
         self._server = None
         self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
 
     # -- server ------------------------------------------------------------------------
     async def start(self) -> int:
@@ -75,6 +76,7 @@ class Csms:
         return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}/ocpp/"
 
     async def stop(self) -> None:
+        self._stopping = True   # our shutdown: stations are not reported offline
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
@@ -121,8 +123,9 @@ class Csms:
         finally:
             if self.connections.get(station_id) is connection:
                 del self.connections[station_id]
-                self.emit(StationOffline(station_id, self.clock()))
-                log.info("station %s disconnected", station_id)
+                if not self._stopping:
+                    self.emit(StationOffline(station_id, self.clock()))
+                    log.info("station %s disconnected", station_id)
 
     def booted(self, connection) -> None:
         """A station booted: its transactions start over from what it tells us."""
