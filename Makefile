@@ -25,6 +25,7 @@ test: $(STAMP)  ## the whole suite, then the scripted-VTN tests again over mutua
 bench: $(STAMP)  ## benchmark tables (minutes; not part of the tests)
 	$(BIN)/v2x bench allocator
 	$(BIN)/v2x bench ven
+	$(BIN)/v2x bench ocpp
 
 clean:
 	rm -rf $(VENV) out *.egg-info
