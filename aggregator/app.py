@@ -20,6 +20,7 @@ from aggregator.dispatch.tally import PerformanceTally
 from aggregator.fleet_state.registry import FleetRegistry
 from aggregator.event_intake import EventIntake, SignalMapping
 from aggregator.metrics import Metrics
+from bidding.intake import ArrivalForecast
 from aggregator.store.db import make_engine
 from ven.client import VenClient
 from ven.rules import Identity
@@ -56,7 +57,8 @@ class Aggregator:
                                      self.tally]
         program = settings.program
         self.intake = EventIntake(self.book, self.registry, program, clock,
-                                  signals=SignalMapping(price_export_kw=tuple(map(tuple, program.price_export_kw))))
+                                  signals=SignalMapping(price_export_kw=tuple(map(tuple, program.price_export_kw))),
+                                  arrivals=ArrivalForecast(self.engine, program.timezone))
         identity = Identity(ven_id=settings.ven.ven_id, resource_ids=frozenset(settings.ven.resource_ids),
                             party_ids=frozenset(settings.ven.party_ids), group_ids=frozenset(settings.ven.group_ids),
                             market_contexts=frozenset([program.market_context, *program.additional_market_contexts]))

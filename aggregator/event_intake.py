@@ -48,9 +48,12 @@ class SignalMapping:
 
 class EventIntake:
     def __init__(self, book: CommitmentBook, fleet: FleetView, program: ProgramSettings,
-                 clock: Callable[[], datetime], signals: SignalMapping = SignalMapping()):
+                 clock: Callable[[], datetime], signals: SignalMapping = SignalMapping(), arrivals=None):
+        """`arrivals(start, durations_h, plugged_ids) -> kW per interval`: what vehicles not
+        plugged in now are expected to add (the bidding forecast, `bidding.intake.ArrivalForecast`)."""
         self.book = book
         self.fleet = fleet
+        self.arrivals = arrivals
         self.program = program
         self.clock = clock
         self.signals = signals
@@ -139,6 +142,13 @@ class EventIntake:
         finite = [c for p, c in events if not p.open_ended]
         durations = np.array([(c.end - c.start).total_seconds() / 3600 for c in finite] or [0.25])
         bound = np.asarray(self.fleet.export_bound_kw(now, durations), dtype=float)
+        start = min((c.start for _p, c in events), default=now)
+        if self.arrivals is not None and start > now:   # a future event: count who is expected to plug in
+            try:
+                plugged = {vehicle for vehicle in self.fleet.plugged_vehicle_ids()}
+                bound = bound + np.asarray(self.arrivals(start, durations, plugged), dtype=float)[:len(bound)]
+            except Exception:   # a forecast failure must not block the answer: the plugged-in bound stands
+                log.exception("arrival forecast failed; deciding on the plugged-in fleet only")
         if len(bound) < len(asked):   # an open-ended last interval: assume the last bound holds
             bound = np.concatenate([bound, np.repeat(bound[-1:] if len(bound) else [0.0], len(asked) - len(bound))])
         covered = float(np.minimum(asked, bound).sum() / asked.sum())

@@ -56,3 +56,33 @@ def _clock_start(history: SessionTable, window: Window) -> np.ndarray:
             cache[d] = window.start_on(d).timestamp()
         out[i] = cache[d]
     return out
+
+
+class ArrivalForecast:
+    """The intake's view of `expected_arrivals_bound_kw`: session history read from the
+    database once per event day (cached), hours mapped onto the event's intervals.
+
+    Called as `forecast(start, durations_h, plugged_ids) -> (n,) kW`: what vehicles
+    not plugged in now are expected to add to the export bound in each interval."""
+
+    def __init__(self, engine, timezone_name: str = "America/New_York", quantile: float = 0.1):
+        self.engine = engine
+        self.timezone_name = timezone_name
+        self.quantile = quantile
+        self._history: dict[date, object] = {}
+
+    def __call__(self, start: datetime, durations_h, plugged_ids) -> np.ndarray:
+        from .store import load_sessions
+        durations_h = np.asarray(durations_h, dtype=float)
+        offsets = np.concatenate([[0.0], np.cumsum(durations_h)[:-1]])
+        hours = max(1, int(np.ceil(float(durations_h.sum()) - 1e-9)))
+        day = start.date()
+        if day not in self._history:
+            midnight = datetime(day.year, day.month, day.day, tzinfo=start.tzinfo)
+            self._history = {day: load_sessions(self.engine, until=midnight)}
+        history = self._history[day]
+        if history is None or len(history) == 0:
+            return np.zeros(len(durations_h))
+        hourly = expected_arrivals_bound_kw(start, hours, history, set(plugged_ids), self.quantile,
+                                            self.timezone_name)
+        return hourly[np.minimum(offsets.astype(int), len(hourly) - 1)]

@@ -370,6 +370,9 @@ class FleetRegistry:
     def plugged_in(self) -> int:
         return len(self.plugged())
 
+    def plugged_vehicle_ids(self) -> set[str]:
+        return {live.session.vehicle_id for live in self.plugged()}
+
     def availability(self) -> list[tuple[datetime, float]]:
         return [(live.plug.departs_at, live.spec.max_discharge_kw) for live in self.plugged()
                 if live.online and live.unavailable_since is None]

@@ -25,5 +25,8 @@ class FleetView(Protocol):
     def plugged_in(self) -> int:
         """Vehicles with an open plug-in session."""
 
+    def plugged_vehicle_ids(self) -> set[str]:
+        """Ids of the vehicles with an open plug-in session."""
+
     def availability(self) -> list[tuple[datetime, float]]:
         """(departs_at, max discharge kW) of every available plugged-in vehicle (for EiOpt windows)."""

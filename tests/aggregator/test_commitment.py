@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from aggregator.commitment import UnsupportedSignal, resolve_commitment
@@ -156,3 +157,27 @@ def test_assessment_maps_unsupported_signals_and_checks_the_export_bound(db):
     assert (small.opt, small.supported) == ("optIn", True)
     assert big.opt == "optOut"
     assert intake.book.intervals() == []                    # assessing commits nothing
+
+
+def test_a_future_event_counts_the_vehicles_expected_to_plug_in(db):
+    """Opt decisions for a future event add what the bidding forecast expects from vehicles
+    not plugged in yet (REFERENCE §6), and never count a plugged-in vehicle twice."""
+    fleet = FakeFleet(T0, vehicles=2)
+    calls = []
+
+    def arrivals(start, durations_h, plugged):
+        calls.append((start, list(durations_h), set(plugged)))
+        return np.full(len(durations_h), 500.0)
+
+    program = ProgramSettings(export_sign="positive", min_coverage_to_opt_in=0.9)
+    alone = EventIntake(CommitmentBook(db), fleet, program, lambda: T0 - timedelta(hours=20))
+    with_forecast = EventIntake(CommitmentBook(db), fleet, program, lambda: T0 - timedelta(hours=20),
+                                arrivals=arrivals)
+    ask = request("future", (300.0, 300.0), signal_type="setpoint")
+    assert alone.assess(ask, T0 - timedelta(hours=20)).opt == "optOut"
+    assert with_forecast.assess(ask, T0 - timedelta(hours=20)).opt == "optIn"
+    start, durations, plugged = calls[0]
+    assert start == T0 and durations == pytest.approx([0.25, 0.25]) and plugged == fleet.plugged_vehicle_ids()
+    # an event already running is decided on the plugged-in fleet alone
+    calls.clear()
+    assert with_forecast.assess(ask, T0).opt == "optOut" and calls == []

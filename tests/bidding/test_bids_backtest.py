@@ -85,3 +85,22 @@ def test_expected_arrivals_count_only_sessions_starting_in_the_window():
     assert later[0] < later[1] < later[2]        # residents arrive through the evening
     everyone = set(table.vehicle_id.astype(str))
     assert expected_arrivals_bound_kw(start, 3, table, plugged_ids=everyone) == pytest.approx(np.zeros(3))
+
+
+def test_the_intakes_arrival_forecast_reads_history_from_the_database(database_url):
+    """`ArrivalForecast` (what the event intake calls) loads the sessions once per day and
+    maps the hourly forecast onto the event's intervals."""
+    from bidding.intake import ArrivalForecast
+    table = generate_history(load_archetype("residential_evenings"), date(2025, 6, 1), date(2025, 7, 14), seed=3)
+    engine = make_engine(database_url)
+    try:
+        write_history(engine, table)
+        start = datetime(2025, 7, 15, 20, tzinfo=timezone.utc)
+        forecast_kw = ArrivalForecast(engine, quantile=0.5)(start, [0.25] * 12, set())
+        hourly = expected_arrivals_bound_kw(start, 3, load_sessions(engine, until=datetime(2025, 7, 15, tzinfo=timezone.utc)),
+                                            quantile=0.5)
+        assert forecast_kw.shape == (12,)
+        assert forecast_kw == pytest.approx(np.repeat(hourly, 4))
+        assert forecast_kw[-1] > 0
+    finally:
+        engine.dispose()

@@ -55,6 +55,9 @@ class FakeFleet:
     def plugged_in(self) -> int:
         return len(self._connected())
 
+    def plugged_vehicle_ids(self) -> set[str]:
+        return {v.vehicle_id for v in self._connected()}
+
     def availability(self) -> list[tuple[datetime, float]]:
         return [(v.departs_at, v.discharge_kw) for v in self._connected()]
 
