@@ -65,6 +65,17 @@ class VenEventInterval(SQLModel, table=True):
     value: float                      # as asked (kW for power signals, level for SIMPLE)
 
 
+class VenReportOutbox(SQLModel, table=True):
+    """Reports generated for the VTN and not yet taken by it, in the order they were made
+    (`id`). A row is deleted once the VTN answered it, so a restart sends what is owed."""
+    __tablename__ = "ven_report_outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    vtn_url: str = Field(index=True)
+    report_request_id: str = ""
+    queued_at: datetime = Field(sa_column=_utc(nullable=False))
+    report_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
 class VenIdentity(SQLModel, table=True):
     """venID and registrationID, so they survive restarts."""
     __tablename__ = "ven_identity"
