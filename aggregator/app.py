@@ -50,7 +50,8 @@ class Aggregator:
         self.registry = FleetRegistry(self.engine, metrics=self.metrics)
         self.book = CommitmentBook(self.engine)
         label = program_label(settings.program.market_context)
-        self.dispatcher = Dispatcher(self.registry, None, self.book, allocator_options=allocator_options)
+        self.dispatcher = Dispatcher(self.registry, None, self.book, allocator_options=allocator_options,
+                                     max_over_delivery_kw=settings.program.max_over_delivery_kw)
         self.ledger = LedgerWriter(self.engine, self.metrics)
         self.tally = PerformanceTally(self.metrics, self.dispatcher.committed_at, label, self.engine, self.book)
         self.dispatcher.observers = [self.ledger, LiveMetrics(self.metrics, self.registry, self.book, label),

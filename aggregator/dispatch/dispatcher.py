@@ -54,7 +54,9 @@ class Dispatcher:
     def __init__(self, registry: FleetRegistry, port: ChargerPort, book: CommitmentBook, *,
                  allocator_options: AllocatorOptions = AllocatorOptions(),
                  replan_interval: timedelta = timedelta(seconds=30),
-                 response_lead: timedelta = timedelta(seconds=3),
+                 response_lead: timedelta = timedelta(seconds=1),
+                 entry_lead: timedelta = timedelta(seconds=4),
+                 max_over_delivery_kw: float | None = None,
                  need_margin_kwh: float = 0.5,
                  command_deadline: timedelta = timedelta(seconds=5),
                  command_validity: timedelta = timedelta(seconds=90),
@@ -64,11 +66,19 @@ class Dispatcher:
         self.book = book
         self.options = allocator_options
         self.replan_interval = replan_interval
-        # Chargers take a second or more to reach a new setpoint: an interval that
-        # asks for more export gets its setpoints this much before it starts, so it
-        # starts on target; one that asks for less is switched on time (leaving
-        # early would lose the end of the interval before it).
+        # Chargers reach a new setpoint with a first-order lag (time constant about
+        # a second). Between two committed intervals the setpoints change
+        # `response_lead` (~ one time constant) before the boundary, in both
+        # directions: the energy the earlier interval gains (or loses) in the lead
+        # window then about equals what the later one loses (or gains) while the
+        # chargers settle, ~0.37 x step x time constant on each side, instead of
+        # the whole lag falling on one interval. Into an event from no commitment
+        # the lead is `entry_lead` (nothing is owed before it, so the first
+        # interval starts on target); out of an event the switch is on time.
         self.response_lead = response_lead
+        self.entry_lead = entry_lead
+        # The programme's bound on export beyond what is asked (soft in the allocator).
+        self.max_over_delivery_kw = max_over_delivery_kw
         self.need_margin_kwh = need_margin_kwh
         self.command_deadline = command_deadline
         # A setpoint outlives the next re-plan by a margin; a station cut off from us
@@ -124,16 +134,22 @@ class Dispatcher:
         return report
 
     def _switch_times(self) -> dict[datetime, datetime]:
-        """Each commitment boundary -> when its setpoints go out: `response_lead`
-        early before an interval that asks for more export, on time otherwise."""
+        """Each commitment boundary -> when its setpoints go out: `entry_lead` early into
+        an event from no commitment, `response_lead` early between two committed
+        intervals whose ceilings differ, on time out of an event."""
         out = {}
         for t in {t for _, c in self.commitments() for t in (c.start, c.end)}:
             following = self.committed_at(t)
-            more_export = self._ceiling_at(t) < self._ceiling_at(t - timedelta(microseconds=1))
-            # never lead by more than a quarter of the interval being led into
-            lead = (min(self.response_lead, (following[1].end - following[1].start) / 4) if following
-                    else timedelta(0))
-            out[t] = t - lead if more_export else t
+            before = self.committed_at(t - timedelta(microseconds=1))
+            if following is None or self._ceiling_at(t) == self._ceiling_at(t - timedelta(microseconds=1)):
+                lead = timedelta(0)
+            else:
+                lead = self.entry_lead if before is None else self.response_lead
+                # never lead by more than a quarter of either interval around the boundary
+                lead = min(lead, (following[1].end - following[1].start) / 4)
+                if before is not None:
+                    lead = min(lead, (before[1].end - before[1].start) / 4)
+            out[t] = t - lead
         return out
 
     def _ceiling_at(self, t: datetime) -> float:
@@ -149,7 +165,8 @@ class Dispatcher:
         if not states:
             self.last_plan = None
             return
-        targets = Targets(horizon.durations_h, horizon.import_ceiling_kw)
+        targets = Targets(horizon.durations_h, horizon.import_ceiling_kw,
+                          max_over_delivery_kw=self.max_over_delivery_kw)
         started = time.perf_counter()
         try:
             plan = allocate(fleet_arrays(states, effective, self.need_margin_kwh), targets, self.options)
@@ -167,7 +184,7 @@ class Dispatcher:
         until = now + self.command_validity
         setpoints = [Setpoint(state.station_id, float(kw), now, until) for state, kw in zip(states, power)]
         for setpoint in setpoints:
-            self.registry.set_intended(setpoint.station_id, setpoint.power_kw)
+            self.registry.set_intended(setpoint.station_id, setpoint.power_kw, now)
         results = await fan_out(self.port, setpoints, deadline_s=self.command_deadline.total_seconds())
         for setpoint, result in zip(setpoints, results):
             self.registry.command_result(result, now)

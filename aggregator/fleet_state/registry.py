@@ -16,6 +16,9 @@ read model of the API and of other instances).
   exported from energy we cannot see and its need is still charged for.
 - A station that rejects or does not acknowledge a command is unavailable
   (left out of the plan) until it accepts one; retries back off.
+- A vehicle that, settled on a charging setpoint, meters less than it was asked
+  (its BMS tapers near full) is planned with what it accepts (`charge_cap_kw`),
+  so the rest of the fleet is not planned around charging that cannot happen.
 Database writes are queued and flushed once per step (`persist`); on failure
 they stay queued.
 """
@@ -42,6 +45,8 @@ ESTIMATE_MARGIN = 0.03                  # conservative share on metered energy w
 DEFAULT_STAY = timedelta(hours=8)       # departure assumed for a session that gives none
 RETRY_FIRST = timedelta(seconds=2)
 RETRY_MAX = timedelta(seconds=60)
+ACCEPTANCE_SETTLE = timedelta(seconds=5)   # a charging command held this long has settled
+ACCEPTANCE_TOLERANCE_KW = 0.5
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class _Live:
     retry_at: datetime | None = None
     retry_wait: timedelta = RETRY_FIRST
     intended_kw: float = 0.0                # what the plan last asked of it
+    intended_since: datetime | None = None  # when that was accepted
+    charge_cap_kw: float | None = None      # observed charge acceptance below the asked (BMS taper)
     confirmed: bool = True                  # False: loaded at restart, not yet re-announced by the station
     samples: list[MeterSample] = field(default_factory=list)
 
@@ -173,11 +180,23 @@ class FleetRegistry:
             return   # a replayed or out-of-order sample: the ledger already has it
         live.last = sample
         live.samples.append(sample)
+        self._observe_acceptance(live, sample)
         self._samples.append(sample)
         if sample.soc_pct is not None and live.spec is not None:
             live.anchor = _Anchor(sample.soc_pct / 100 * live.spec.capacity_kwh, sample.energy_import_kwh,
                                   sample.energy_export_kwh)
             live.soc_known = True
+
+    def _observe_acceptance(self, live: _Live, sample: MeterSample) -> None:
+        """Learn a charge limit below the vehicle's rating from a settled charging command."""
+        asked = live.intended_kw
+        if asked <= 0 or live.intended_since is None or sample.ts - live.intended_since < ACCEPTANCE_SETTLE:
+            return
+        if sample.power_kw < asked - max(ACCEPTANCE_TOLERANCE_KW, 0.05 * asked):
+            cap = max(0.0, sample.power_kw)
+            if live.charge_cap_kw is None or abs(cap - live.charge_cap_kw) > ACCEPTANCE_TOLERANCE_KW:
+                live.charge_cap_kw = cap
+                self.version += 1
 
     def _on_started(self, live: _Live, ts: datetime, info: VehicleInfo) -> None:
         vehicle_id = info.vehicle_id or f"{live.station.id}/unidentified"
@@ -247,6 +266,7 @@ class FleetRegistry:
             log.info("vehicle %s departed with %.1f kWh (asked %.1f)", live.session.vehicle_id, energy,
                      live.plug.need_kwh)
         live.session, live.spec, live.plug, live.anchor, live.soc_known = None, None, None, None, False
+        live.charge_cap_kw = None
         self.version += 1
 
     def _spec_for(self, live: _Live, vehicle_id: str, info: VehicleInfo) -> VehicleSpec:
@@ -312,8 +332,13 @@ class FleetRegistry:
                 if live.unavailable_since is not None and live.session is not None and live.online
                 and live.retry_at is not None and live.retry_at <= now]
 
-    def set_intended(self, station_id: str, power_kw: float) -> None:
-        self.stations[station_id].intended_kw = power_kw
+    def set_intended(self, station_id: str, power_kw: float, now: datetime | None = None) -> None:
+        live = self.stations[station_id]
+        if power_kw != live.intended_kw or live.intended_since is None:
+            live.intended_since = now
+        live.intended_kw = power_kw
+        if power_kw < 0:   # discharging: the battery leaves the taper region, relearn
+            live.charge_cap_kw = None
 
     # -- what the plan sees -------------------------------------------------------------------
     def energy_kwh(self, live: _Live) -> float:
@@ -339,8 +364,14 @@ class FleetRegistry:
 
     def snapshot(self, now: datetime) -> list[MemberState]:
         """The vehicles the plan may use now (connected, accepting commands, not yet due to leave)."""
-        return [MemberState(live.spec, live.plug, self.energy_kwh(live), live.station.id)
+        return [MemberState(self._planned_spec(live), live.plug, self.energy_kwh(live), live.station.id)
                 for live in self.available(now)]
+
+    @staticmethod
+    def _planned_spec(live: _Live) -> VehicleSpec:
+        if live.charge_cap_kw is None or live.charge_cap_kw >= live.spec.max_charge_kw:
+            return live.spec
+        return replace(live.spec, max_charge_kw=live.charge_cap_kw)
 
     def drain_samples(self) -> list[MeterSample]:
         out, self._samples = self._samples, []
