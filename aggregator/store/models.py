@@ -116,3 +116,16 @@ class StationCredential(SQLModel, table=True):
     max_charge_kw: float = 22.0
     max_discharge_kw: float = 0.0
     created_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of the HTTP API (`v2x tokens create`): its role, the vehicle a driver
+    token is bound to, and the token as a SHA-256 hash (the token itself is shown once)."""
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))   # sha256 hex of the token
+    role: str                               # driver | operator | utility
+    vehicle_id: str | None = None           # drivers only: the one vehicle the token sees and changes
+    label: str = ""
+    created_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
