@@ -69,7 +69,8 @@ class Aggregator:
         self.ven = VenClient(settings.ven.vtn_url, settings.ven.ven_name, self.intake, self.registry,
                              store_engine=self.engine, identity=identity, market_context=program.market_context,
                              ven_id=settings.ven.ven_id, clock=clock, report_sampling=report_sampling,
-                             metrics=self.metrics, client_options=ven_client_options)
+                             metrics=self.metrics, client_options=ven_client_options,
+                             max_poll_backoff_s=settings.ven.max_poll_backoff_s)
         self._metrics_server = None
 
     def use_chargers(self, port: ChargerPort) -> None:

@@ -38,6 +38,9 @@ class VenSettings(_Strict):
     key_file: str | None = None
     ca_file: str | None = None
     vtn_fingerprint: str | None = None
+    # The longest gap between two polls while the VEN backs off after transport failures or
+    # refused messages (None: max(60 s, 10 of the VTN's poll periods)).
+    max_poll_backoff_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _tls_complete(self) -> "VenSettings":

@@ -10,12 +10,15 @@
   assessments (`FleetPort`), and what we report (`FleetTelemetry`);
 - reports: TELEMETRY_USAGE of fleet real power (powerReal, W with siScaleCode
   k, positive = import) and TELEMETRY_STATUS (available discharge kW, stored
-  kWh, plugged-in EVs); queued reports survive a VTN outage, in order;
+  kWh, plugged-in EVs); queued reports survive a VTN outage and a restart
+  (`ven.reports.ReportQueue` in the database), delivered once, in order;
 - EiOpt: the window in which the fleet can export is announced with
   oadrCreateOpt (vavailability) and re-announced (oadrCancelOpt + new opt)
   when departures or dropped chargers move it (`ven.availability`);
-- start-up retry with exponential back-off and jitter; the poll backs off on
-  errors; the venID and registrationID are kept in the database.
+- a distribute is answered event by event: an event that cannot be read gets
+  its own 454 + optOut; start-up retry with exponential back-off and jitter;
+  the poll backs off on transport failures and refused messages only, capped
+  at `max_poll_backoff_s`; the venID and registrationID are kept in the database.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from ven.execution import Planning
 from ven.measurements import real_power_kw
 from ven.oadr import VenOpenADRClient
 from ven.port import FleetPort, FleetTelemetry
+from ven.reports import ReportQueue
 from ven.rules import Identity
 from ven.store import EventStore
 
@@ -55,13 +59,16 @@ class VenClient:
                  rng: random.Random | None = None, planning: Planning = Planning(),
                  report_sampling: timedelta = timedelta(seconds=5), metrics=None,
                  client_options: dict | None = None, opt_check_interval: timedelta = timedelta(seconds=5),
-                 availability_min_kw: float = 1.0):
+                 availability_min_kw: float = 1.0, max_poll_backoff_s: float | None = None):
         """`port` is the fleet side of the event flow (`ven.port.FleetPort`, e.g. the
         aggregator's `EventIntake`); `telemetry` is what the VEN reports
         (`ven.port.FleetTelemetry`, e.g. the aggregator's `FleetView`).
         `store_engine`: the SQLAlchemy engine of the event store (None: events are kept in
-        memory only). `market_context`: the program the EiOpt availability is announced for
-        (and, without `identity`, the one program we accept events for)."""
+        memory only; with it, outgoing reports wait in the `ven_report_outbox` table too, so
+        a restart still delivers them). `market_context`: the program the EiOpt availability
+        is announced for (and, without `identity`, the one program we accept events for).
+        `max_poll_backoff_s`: the longest gap between polls while backing off (None:
+        max(60 s, 10 poll periods))."""
         self.metrics = metrics
         self.port = port
         self.telemetry = telemetry
@@ -83,7 +90,8 @@ class VenClient:
         self.client = VenOpenADRClient(ven_name=ven_name, vtn_url=vtn_url, ven_id=ven_id, show_fingerprint=False,
                                        distribute_handler=self._on_distribute, on_poll_result=self._on_poll_result,
                                        on_report_sent=self._on_report_sent,
-                                       **(client_options or {}))
+                                       report_queue=ReportQueue(store_engine, vtn_url),
+                                       **{"max_backoff_s": max_poll_backoff_s, **(client_options or {})})
         self.client.registration_id = None
         self._stored_registration = stored_registration
         self._wrap_registration()

@@ -9,23 +9,35 @@ Here:
 - `_on_event` passes (requestID, all events) to `distribute_handler`, which
   returns the eventResponses; one oadrCreatedEvent is sent for them before
   the poll returns (so before the next poll);
+- a schema-valid distribute is read event by event (`parse_by_event`) when
+  openleadr cannot parse it whole (an interval uid that is not an integer, ...):
+  the unreadable event becomes a placeholder the rules answer 454 + optOut, the
+  others are processed as usual. Only a message that cannot be read at all
+  (not schema-valid, wrongly signed, replayed) is refused;
 - `_poll` also forwards empty distributes and backs off (exponential, with
-  jitter) after transport errors and non-200 answers such as 463;
+  jitter) after transport failures, refused messages and non-200 answers such
+  as 463 -- never after a readable distribute, whatever its events hold. The
+  gap between two polls is capped (`max_backoff_s`, default max(60 s, 10 poll
+  periods)) and the back-off resets after the first good exchange;
 - `_report_queue_worker` keeps a report at the head of the queue until the VTN
-  has taken it: reports are delivered in order and none is dropped.
+  has taken it: reports are delivered in order and none is dropped; the queue
+  is `ven.reports.ReportQueue`, persisted in the database when given one.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-
 from dataclasses import asdict
 
+from lxml import etree
 from openleadr import OpenADRClient, objects, utils
 from openleadr.messaging import parse_message, validate_xml_schema, validate_xml_signature
+
+from ven.reports import ReportQueue
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +46,63 @@ DistributeHandler = Callable[[str, list[dict]], Awaitable[list[dict]]]
 
 class UnsignedMessage(ValueError):
     """A message without an XML signature from a VTN whose signatures we require."""
+
+
+OADR_NS = "http://openadr.org/oadr-2.0b/2012/07"
+EI_NS = "http://docs.oasis-open.org/ns/energyinterop/201110"
+
+
+def _payload_of(element) -> bytes:
+    """A bare payload element wrapped as openleadr's parser expects it."""
+    return (f'<oadr:oadrPayload xmlns:oadr="{OADR_NS}"><oadr:oadrSignedObject>'.encode()
+            + etree.tostring(element) + b"</oadr:oadrSignedObject></oadr:oadrPayload>")
+
+
+def _text(element, path: str) -> str | None:
+    found = element.find(path)
+    return found.text.strip() if found is not None and found.text else None
+
+
+def unreadable_event(element, reason: str) -> dict:
+    """What the rules need to answer an event openleadr could not parse: its eventID,
+    modificationNumber, status and responseRequired (read straight from the XML), and why."""
+    descriptor = f"{{{EI_NS}}}eiEvent/{{{EI_NS}}}eventDescriptor/"
+    mod = _text(element, descriptor + f"{{{EI_NS}}}modificationNumber")
+    try:
+        mod = int(mod) if mod is not None else 0
+    except ValueError:
+        mod = -1
+    return {"event_descriptor": {"event_id": _text(element, descriptor + f"{{{EI_NS}}}eventID") or "?",
+                                 "modification_number": mod,
+                                 "event_status": _text(element, descriptor + f"{{{EI_NS}}}eventStatus")},
+            "response_required": _text(element, f"{{{OADR_NS}}}oadrResponseRequired") or "always",
+            "unreadable": reason}
+
+
+def parse_by_event(tree) -> tuple[str, dict]:
+    """Parse a schema-valid oadrDistributeEvent one event at a time. Raises when the
+    message is no distribute or its frame (without events) cannot be read either."""
+    root = tree.getroot() if hasattr(tree, "getroot") else tree
+    distribute = root if root.tag == f"{{{OADR_NS}}}oadrDistributeEvent" else \
+        root.find(f".//{{{OADR_NS}}}oadrDistributeEvent")
+    if distribute is None:
+        raise ValueError("not an oadrDistributeEvent")
+    frame = copy.deepcopy(distribute)
+    elements = frame.findall(f"{{{OADR_NS}}}oadrEvent")
+    for element in elements:
+        frame.remove(element)
+    message_type, payload = parse_message(_payload_of(frame))
+    events = []
+    for element in elements:
+        one = copy.deepcopy(frame)
+        one.append(element)
+        try:
+            _, parsed = parse_message(_payload_of(one))
+            events.extend(parsed.get("events") or [])
+        except Exception as err:
+            events.append(unreadable_event(element, f"event cannot be read: {err.__class__.__name__}: {err}"))
+    payload["events"] = events
+    return message_type, payload
 
 
 class Backoff:
@@ -61,13 +130,19 @@ class Backoff:
 
 class VenOpenADRClient(OpenADRClient):
     def __init__(self, *args, distribute_handler: DistributeHandler, on_poll_result=None, on_report_sent=None,
-                 max_backoff_s: float = 300.0, tls_fingerprint: str | None = None, **kwargs):
+                 max_backoff_s: float | None = None, tls_fingerprint: str | None = None,
+                 report_queue: ReportQueue | None = None, **kwargs):
+        """`max_backoff_s`: the longest gap between two polls while backing off (None:
+        max(60 s, 10 poll periods)). `report_queue`: where outgoing reports wait (persisted
+        when it has a database)."""
         super().__init__(*args, **kwargs)
+        self.pending_reports = report_queue if report_queue is not None else ReportQueue()
+        self.max_backoff_s = max_backoff_s
         self.tls_fingerprint = tls_fingerprint     # pin the VTN's TLS certificate (openleadr form)
         self.distribute_handler = distribute_handler
         self.on_poll_result = on_poll_result       # called with (ok, seconds the poll took)
         self.on_report_sent = on_report_sent       # called with the number of values the VTN took
-        self.poll_backoff = Backoff(1.0, max_backoff_s)
+        self.poll_backoff = Backoff(1.0, self.poll_backoff_cap_s())
         self.report_retry = Backoff(0.5, 30.0)
         self.skipped_polls = 0                      # scheduled polls left out while backing off
         self.rejected_messages: list[str] = []      # why incoming messages were refused (schema, signature, replay)
@@ -124,6 +199,15 @@ class VenOpenADRClient(OpenADRClient):
         return False
 
     # -- polling ----------------------------------------------------------------------
+    def poll_period_s(self) -> float:
+        return self.poll_frequency.total_seconds() if self.poll_frequency else 10.0
+
+    def poll_backoff_cap_s(self) -> float:
+        """The longest gap between two polls while backing off."""
+        if self.max_backoff_s is not None:
+            return float(self.max_backoff_s)
+        return max(60.0, 10 * self.poll_period_s())
+
     async def _poll(self):
         if not self.poll_backoff.ready():
             self.skipped_polls += 1
@@ -138,6 +222,9 @@ class VenOpenADRClient(OpenADRClient):
         response_type, payload = result if isinstance(result, tuple) else (None, {})
         code = (payload.get("response") or {}).get("response_code", 200) if payload else 200
         if response_type is None or code != 200:
+            # polls run every period while `ready()` is checked: wait at most cap - period,
+            # so the poll after the wait comes within the cap
+            self.poll_backoff.max_s = max(0.0, self.poll_backoff_cap_s() - self.poll_period_s())
             delay = self.poll_backoff.failed()
             log.warning("VTN poll failed (%s); next poll in %.1f s at the earliest",
                         f"response {code}" if response_type else "no valid answer", delay)
@@ -180,7 +267,7 @@ class VenOpenADRClient(OpenADRClient):
         """Send queued reports in order; a report stays at the head until the VTN took it."""
         try:
             while True:
-                report = await self.pending_reports.get()
+                report = await self.pending_reports.head()
                 message = self._create_message("oadrUpdateReport", ven_id=self.ven_id,
                                                request_id=utils.generate_id(), reports=[report])
                 while True:
@@ -191,6 +278,7 @@ class VenOpenADRClient(OpenADRClient):
                         result = None
                     response_type, payload = result if isinstance(result, tuple) else (None, {})
                     if response_type is not None:
+                        self.pending_reports.done(report)
                         self.report_retry.succeeded()
                         if self.on_report_sent:
                             self.on_report_sent(len(report.intervals or []))
@@ -250,7 +338,15 @@ class VenOpenADRClient(OpenADRClient):
                 if tree.find(".//{http://www.w3.org/2000/09/xmldsig#}Signature") is None:
                     raise UnsignedMessage("unsigned message while signatures are required")
                 validate_xml_signature(tree, cert_fingerprint=self.vtn_fingerprint)
-            message_type, payload = parse_message(content)
+            try:
+                message_type, payload = parse_message(content)
+            except Exception as whole:
+                try:   # schema-valid and trusted: read it event by event (each bad one answered alone)
+                    message_type, payload = parse_by_event(tree)
+                except Exception:
+                    raise whole from None
+                log.warning("a distribute from the VTN could only be read event by event (%s: %s)",
+                            whole.__class__.__name__, whole)
             await self._execute_hooks("after_parse_xml", message_type, payload)
         except Exception as err:
             reason = f"{err.__class__.__name__}: {err}"

@@ -1,7 +1,8 @@
 """Translate an openleadr-parsed event dict into a domain `Event` (pure function).
 
 OpenADR intervals usually carry no start time: starts are computed
-cumulatively from the event's dtstart (rules 2/8). A duration of zero means
+cumulatively from the event's dtstart (rules 2/8); every interval needs its
+uid, uids are 0, 1, 2, ... without gaps or repeats. A duration of zero means
 open-ended (rule 47). Power signals are scaled to kW from their itemBase
 siScaleCode.
 """
@@ -67,6 +68,8 @@ def translate_event(event: dict, request_id: str | None = None) -> Event:
         event_id = descriptor["event_id"]
     except (KeyError, TypeError) as err:
         raise MalformedEvent(f"event without eventDescriptor/eventID: {err}") from None
+    if event.get("unreadable"):    # openleadr could not parse this event (ven.oadr.parse_by_event)
+        raise MalformedEvent(f"event {event_id}: {event['unreadable']}")
     try:
         period = event["active_period"]
         dtstart: datetime = period["dtstart"]
@@ -74,13 +77,19 @@ def translate_event(event: dict, request_id: str | None = None) -> Event:
             raise MalformedEvent(f"event {event_id}: dtstart has no time zone")
         signal = _event_signal(event)
         multiplier, units = _scale_to_kw(signal)
-        raw_intervals = sorted(signal.get("intervals") or [], key=lambda i: int(i.get("uid", 0)))
+        raw_intervals = signal.get("intervals") or []
         if not raw_intervals:
             raise MalformedEvent(f"event {event_id}: signal has no intervals")
+        if any(not isinstance(i, dict) or i.get("uid") is None for i in raw_intervals):
+            raise MalformedEvent(f"event {event_id}: an interval has no uid (rules 2/8)")
+        uids = [i["uid"] for i in raw_intervals]
+        if len(set(uids)) != len(uids):
+            raise MalformedEvent(f"event {event_id}: duplicated interval uid in {uids}")
+        raw_intervals = sorted(raw_intervals, key=lambda i: int(i["uid"]))
         intervals = []
         start = dtstart.astimezone(timezone.utc)
         for position, raw in enumerate(raw_intervals):
-            uid = int(raw.get("uid", position))
+            uid = int(raw["uid"])
             if uid != position:
                 raise MalformedEvent(f"event {event_id}: interval uids must be 0,1,2,… (got {uid} at {position})")
             duration: timedelta = raw["duration"]

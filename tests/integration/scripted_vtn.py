@@ -122,8 +122,19 @@ def distribute_xml(events: list[str], request_id: str, vtn_id: str = "VTN_1") ->
             f"<ei:vtnID>{vtn_id}</ei:vtnID>{''.join(events)}</oadr:oadrDistributeEvent>")
 
 
-def envelope(inner: str | bytes, cert: bytes | None = None, key: bytes | None = None) -> bytes:
-    """Wrap a bare payload element in oadrPayload/oadrSignedObject, signing it when given a key."""
+def replay_protect(signed_at: datetime):
+    """The signature's ReplayProtect element with this timestamp and a fresh nonce."""
+    dsp = "http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties"
+    element = etree.Element(f"{{{dsp}}}ReplayProtect", nsmap={"dsp": dsp}, attrib={"Id": "myid", "Target": "#mytarget"})
+    etree.SubElement(element, f"{{{dsp}}}timestamp").text = utils.datetimeformat(signed_at)
+    etree.SubElement(element, f"{{{dsp}}}nonce").text = uuid.uuid4().hex
+    return element
+
+
+def envelope(inner: str | bytes, cert: bytes | None = None, key: bytes | None = None,
+             signed_at: datetime | None = None) -> bytes:
+    """Wrap a bare payload element in oadrPayload/oadrSignedObject, signing it when given a key
+    (`signed_at`: the ReplayProtect timestamp, now when not given)."""
     element = etree.fromstring(inner.encode() if isinstance(inner, str) else inner)
     signed_object = etree.Element(f"{{{NS['oadr']}}}oadrSignedObject", nsmap={"oadr": NS["oadr"]})
     signed_object.set(f"{{{NS['oadr']}}}Id", "oadrSignedObject")
@@ -138,7 +149,7 @@ def envelope(inner: str | bytes, cert: bytes | None = None, key: bytes | None = 
         signer.namespaces["oadr"] = NS["oadr"]
         signer.sign_alg = SignatureMethod.from_fragment(get_signature_algorithm_from_private_key(key))
         tree = signer.sign(etree.fromstring(text), key=key, cert=cert, reference_uri="#oadrSignedObject",
-                           signature_properties=_create_replay_protect())
+                           signature_properties=replay_protect(signed_at) if signed_at else _create_replay_protect())
         signature = etree.tostring(tree).decode()
     return (f'<?xml version="1.0" encoding="utf-8"?><oadr:oadrPayload xmlns:oadr="{NS["oadr"]}">'
             f"{signature}{text}</oadr:oadrPayload>").encode()
@@ -174,6 +185,8 @@ class ScriptedVtn:
         self.served: list[bytes] = []            # raw bodies served on polls (to replay them)
         self.tamper = None                       # bytes -> bytes, applied to the next raw message served
         self.unsigned_next = False               # serve the next raw message without a signature
+        self.signer_next: tuple[bytes, bytes] | None = None   # (cert, key) signing the next raw message instead
+        self.signed_at_next: datetime | None = None           # ReplayProtect timestamp of the next raw message
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
 
@@ -243,8 +256,9 @@ class ScriptedVtn:
         if inner.startswith(b"<?xml"):            # already a whole message (a replay)
             body = inner
         else:
-            body = envelope(inner, None if self.unsigned_next else self.cert, self.key)
-        self.unsigned_next = False
+            cert, key = self.signer_next or (self.cert, self.key)
+            body = envelope(inner, None if self.unsigned_next else cert, key, signed_at=self.signed_at_next)
+        self.unsigned_next, self.signer_next, self.signed_at_next = False, None, None
         if self.tamper is not None:
             body, self.tamper = self.tamper(body), None
         self.served.append(body)
