@@ -5,10 +5,14 @@ Each station is a client on the `ocpp` package (its own ChargePoint per version)
 BootNotification, StatusNotification, TransactionEvent Started/Updated/Ended with
 meter values (SoC, power, energy registers), NotifyEVChargingNeeds (departure,
 energy requests, V2X limits); it answers SetChargingProfile (a TxProfile:
-CentralSetpoint, negative = discharge), ClearChargingProfile (back to charging
-at full power), TriggerMessage (TransactionEvent, MeterValues) and
-GetTransactionStatus. Behaviours (`sim.station.Behaviour`): reject, answer late,
-never answer a profile. Many stations run in one process.
+CentralSetpoint, negative = discharge; Absolute, or Dynamic when `dynamic` is
+on, else a Dynamic profile is rejected with reason "UnsupportedKind"),
+UpdateDynamicSchedule, ClearChargingProfile (back to charging at full power),
+GetChargingProfiles (-> ReportChargingProfiles), TriggerMessage
+(TransactionEvent, MeterValues) and GetTransactionStatus. While offline it queues
+its TransactionEvents (offline = true) and sends them when it reconnects.
+Behaviours (`sim.station.Behaviour`): reject, answer late, never answer a
+profile. Many stations run in one process.
 
 `advance(to)` moves simulated time (synchronous, as `sim.stations`); the messages it
 causes are queued per station and `flush()` waits until the CSMS has answered them.
@@ -24,7 +28,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import websockets
+from collections import deque
 from ocpp.routing import after, on
+from ocpp.v21 import call as call21
+from ocpp.v201 import call as call201
 from ocpp.v21 import ChargePoint as ChargePoint21
 from ocpp.v201 import ChargePoint as ChargePoint201
 
@@ -73,22 +80,52 @@ class _StationSide:
 
     @on("SetChargingProfile")
     def on_set_charging_profile(self, evse_id, charging_profile, **kwargs):
-        station = self.sim.station
+        station, sim = self.sim.station, self.sim
         if charging_profile.get("charging_profile_purpose") != "TxProfile" or not station.plugged:
             return self._call_result.SetChargingProfile(status="Rejected")
+        dynamic = charging_profile.get("charging_profile_kind") == "Dynamic"
+        if dynamic and not sim.dynamic:
+            return self._call_result.SetChargingProfile(status="Rejected",
+                                                        status_info={"reason_code": "UnsupportedKind"})
         kw, valid_from, valid_to = power_from_profile(charging_profile)
-        if self.sim.version == V201:
+        if sim.version == V201:
             kw = max(0.0, kw)
+        if dynamic:   # open-ended: held while updates keep coming (the profile's dynUpdateInterval)
+            valid_from = station.now
+            valid_to = station.now + timedelta(seconds=charging_profile.get("dyn_update_interval") or 86400)
         ack = station.accept(Setpoint(station.station_id, kw, valid_from or station.now,
                                       valid_to or station.now + timedelta(days=1)))
-        self.sim.profiles_received += 1
+        if ack is Ack.ACCEPTED:
+            sim.profile = charging_profile
+            sim.profiles_received += 1
+            sim.commands.append(("Dynamic" if dynamic else "Absolute", kw))
         return self._call_result.SetChargingProfile(status="Accepted" if ack is Ack.ACCEPTED else "Rejected")
 
     @on("ClearChargingProfile")
-    def on_clear_charging_profile(self, **kwargs):
-        station = self.sim.station
+    def on_clear_charging_profile(self, charging_profile_id=None, **kwargs):
+        station, sim = self.sim.station, self.sim
+        if sim.profile is None or (charging_profile_id is not None and sim.profile.get("id") != charging_profile_id):
+            return self._call_result.ClearChargingProfile(status="Unknown")
+        sim.profile = None
+        sim.commands.append(("Clear", None))
         station.setpoint_kw, station.valid_until = station.vehicle.max_charge_kw, None
         return self._call_result.ClearChargingProfile(status="Accepted")
+
+    @on("GetChargingProfiles")
+    def on_get_charging_profiles(self, request_id, charging_profile, evse_id=None, **kwargs):
+        sim = self.sim
+        purpose = charging_profile.get("charging_profile_purpose")
+        if sim.profile is None or (purpose and sim.profile.get("charging_profile_purpose") != purpose):
+            return self._call_result.GetChargingProfiles(status="NoProfiles")
+        return self._call_result.GetChargingProfiles(status="Accepted")
+
+    @after("GetChargingProfiles")
+    def after_get_charging_profiles(self, request_id, charging_profile, evse_id=None, **kwargs):
+        sim = self.sim
+        purpose = charging_profile.get("charging_profile_purpose")
+        if sim.profile is not None and (not purpose or sim.profile.get("charging_profile_purpose") == purpose):
+            sim.queue(sim.calls.ReportChargingProfiles(request_id=request_id, charging_limit_source="CSO",
+                                                       evse_id=1, charging_profile=[sim.profile]))
 
     @on("TriggerMessage")
     def on_trigger_message(self, requested_message, **kwargs):
@@ -106,12 +143,27 @@ class _StationSide:
     @on("GetTransactionStatus")
     def on_get_transaction_status(self, transaction_id=None, **kwargs):
         ongoing = transaction_id is not None and transaction_id == self.sim.transaction_id
-        return self._call_result.GetTransactionStatus(messages_in_queue=not self.sim.outbox.empty(),
+        return self._call_result.GetTransactionStatus(messages_in_queue=self.sim.messages_in_queue(),
                                                       ongoing_indicator=ongoing if transaction_id else None)
 
 
 class _Station21(_StationSide, ChargePoint21):
-    pass
+    @on("UpdateDynamicSchedule")
+    def on_update_dynamic_schedule(self, charging_profile_id, schedule_update, **kwargs):
+        station, sim = self.sim.station, self.sim
+        profile = sim.profile
+        if (profile is None or profile.get("id") != charging_profile_id
+                or profile.get("charging_profile_kind") != "Dynamic" or not station.plugged):
+            return self._call_result.UpdateDynamicSchedule(status="Rejected")
+        watts = schedule_update.get("setpoint", schedule_update.get("limit", 0.0))
+        window = timedelta(seconds=profile.get("dyn_update_interval") or 86400)
+        ack = station.accept(Setpoint(station.station_id, float(watts) / 1000.0, station.now, station.now + window))
+        if ack is Ack.ACCEPTED:
+            period = profile["charging_schedule"][0]["charging_schedule_period"][0]
+            period.update({k: v for k, v in schedule_update.items() if k in ("setpoint", "limit", "discharge_limit")})
+            sim.updates_received += 1
+            sim.commands.append(("Update", float(watts) / 1000.0))
+        return self._call_result.UpdateDynamicSchedule(status="Accepted" if ack is Ack.ACCEPTED else "Rejected")
 
 
 class _Station201(_StationSide, ChargePoint201):
@@ -122,8 +174,15 @@ class OcppStation:
     """One simulated station as an OCPP client."""
 
     def __init__(self, station: SimulatedStation, departs_at: datetime, need_kwh: float, *, version: str = V21,
-                 sample_interval: timedelta = timedelta(seconds=5)):
+                 sample_interval: timedelta = timedelta(seconds=5), dynamic: bool = True):
         self.station = station
+        self.dynamic = dynamic and version == V21    # takes Dynamic profiles + UpdateDynamicSchedule
+        self.calls = call21 if version == V21 else call201
+        self.profile: dict | None = None             # our installed TxProfile (as received)
+        self.commands: list = []                     # ("Dynamic"|"Absolute"|"Update"|"Clear", kW)
+        self.updates_received = 0
+        self.offline_queue: list = []                # TransactionEvents made while offline
+        self.sent_transaction_events: deque = deque(maxlen=64)
         self.departs_at = departs_at
         self.need_kwh = need_kwh
         self.version = version
@@ -167,6 +226,9 @@ class OcppStation:
         self.station.online = True
         self.spawn(self._read())
         self.spawn(self._send_loop())
+        for payload in self.offline_queue:   # what it queued offline goes first
+            self.outbox.put_nowait(payload)
+        self.offline_queue = []
         if boot:
             self.queue(self.cp._call.BootNotification(
                 charging_station={"model": "v2x-sim", "vendor_name": "v2x"}, reason="PowerUp"))
@@ -190,6 +252,8 @@ class OcppStation:
             try:
                 if self.cp is not None and self.station.online:
                     self.answers.append(await self.cp.call(payload, suppress=False))
+                    if type(payload).__name__ == "TransactionEvent":
+                        self.sent_transaction_events.append(payload)
             except Exception as err:   # keep sending: a station does not stop on one failed message
                 log.debug("station %s: %s failed: %s", self.station_id, type(payload).__name__, err)
             finally:
@@ -206,7 +270,19 @@ class OcppStation:
 
     # -- what the station sends ----------------------------------------------------------------
     def queue(self, payload) -> None:
+        if not self.station.online:
+            if type(payload).__name__ == "TransactionEvent" and len(self.offline_queue) < 10_000:
+                self.offline_queue.append(replace(payload, offline=True))
+            return
         self.outbox.put_nowait(payload)
+
+    def messages_in_queue(self) -> bool:
+        return bool(self.offline_queue) or self.outbox.qsize() > 0 or self.outbox._unfinished_tasks > 0
+
+    def replay(self, payloads) -> None:
+        """Send these again (a station that never saw our answers resends them)."""
+        for payload in payloads:
+            self.queue(payload)
 
     def start_transaction(self) -> None:
         self.tx_count += 1
@@ -214,7 +290,7 @@ class OcppStation:
         self.seq = 0
         self.queue_transaction_event("Started", "CablePluggedIn", with_id=True)
         extra = {"timestamp": iso(self.station.now)} if self.version == V21 else {}
-        self.queue(self.cp._call.NotifyEVChargingNeeds(evse_id=1, charging_needs=self.charging_needs(), **extra))
+        self.queue(self.calls.NotifyEVChargingNeeds(evse_id=1, charging_needs=self.charging_needs(), **extra))
         self._next_sample = self.station.now + self.sample_interval
 
     def charging_needs(self) -> dict:
@@ -244,7 +320,7 @@ class OcppStation:
         tx = {"transaction_id": self.transaction_id}
         if event_type == "Ended":
             tx["stopped_reason"] = "EVDisconnected"
-        self.queue(self.cp._call.TransactionEvent(
+        self.queue(self.calls.TransactionEvent(
             event_type=event_type, timestamp=iso(sample.ts), trigger_reason=trigger, seq_no=self.seq,
             transaction_info=tx, evse={"id": 1, "connector_id": 1},
             meter_value=[meter_value(sample, with_soc=self.station.reports_soc)], **kwargs))
@@ -255,15 +331,15 @@ class OcppStation:
         station = self.station
         if station.plugged and self.departs_at <= to:
             station.advance(max(self.departs_at, station.now), max_step_s)
-            if station.online and self.transaction_id is not None:
+            if self.transaction_id is not None:
                 self.queue_transaction_event("Ended", "EVCommunicationLost")
-                self.queue(self.cp._call.StatusNotification(timestamp=iso(station.now), connector_status="Available",
+                self.queue(self.calls.StatusNotification(timestamp=iso(station.now), connector_status="Available",
                                                             evse_id=1, connector_id=1))
                 self.transaction_id = None
             station.plugged = False
             station.setpoint_kw = 0.0
         station.advance(to, max_step_s)
-        if station.plugged and station.online and self._next_sample is not None and to >= self._next_sample:
+        if station.plugged and self._next_sample is not None and to >= self._next_sample:
             self.queue_transaction_event("Updated", "MeterValuePeriodic")
             self._next_sample = to + self.sample_interval
 

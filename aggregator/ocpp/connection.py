@@ -6,11 +6,15 @@ on the very loop that reads the answer).
 Idempotence: TransactionEvents are de-duplicated on (transactionId, seqNo) and an
 Ended transaction is never ended twice; the fleet registry de-duplicates samples
 by timestamp and continues a re-announced session instead of opening a second.
+What the CSMS knows of a station (its transaction, sequence numbers, last sample,
+the profile it holds) is a `StationState` kept by the CSMS across connections, so
+a station that reconnects and replays what it queued offline is not counted twice.
 """
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented, OCPPError
@@ -31,22 +35,47 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@dataclass
+class InstalledProfile:
+    """Our TxProfile as the station holds it (as far as we know)."""
+    kind: str                          # "Absolute" or "Dynamic"
+    transaction_id: str | None
+    setpoint_w: float | None = None
+
+
+@dataclass
+class StationState:
+    """What the CSMS knows of one station; outlives its connections (reconnects)."""
+    transaction_id: str | None = None
+    vehicle_id: str | None = None
+    evse_id: int = 1
+    seq: dict[str, int] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
+    last_sample: MeterSample | None = None
+    capacity_kwh: float | None = None
+    pending_needs: VehicleInfo | None = None
+    dynamic: bool | None = None        # supports Dynamic profiles: None = not known yet
+    profile: InstalledProfile | None = None
+    profile_known: bool = False        # `profile` is what the station reported or last accepted
+    reported_profiles: list = field(default_factory=list)   # ReportChargingProfiles since the last request
+    last_setpoint: object = None       # the last Setpoint sent (answers PullDynamicScheduleUpdate)
+
+
 class _Handlers:
     """Shared by both versions; `self._call_result` is the version's module."""
     version: str
 
-    def _setup(self, csms) -> None:
+    def _setup(self, csms, state: StationState | None) -> None:
         self.csms = csms
-        self.transaction_id: str | None = None
-        self.vehicle_id: str | None = None
-        self.evse_id = 1
-        self.seq: dict[str, int] = {}
-        self.ended: set[str] = set()
-        self.last_sample: MeterSample | None = None
-        self.capacity_kwh: float | None = None
-        self.pending_needs: VehicleInfo | None = None
+        self.st = state if state is not None else StationState()
         self.booted = False
         self.protocol_errors = 0
+
+    # the station state, as attributes of the connection (the CSMS and tests read these)
+    transaction_id = property(lambda self: self.st.transaction_id)
+    evse_id = property(lambda self: self.st.evse_id)
+    vehicle_id = property(lambda self: self.st.vehicle_id)
+    last_sample = property(lambda self: self.st.last_sample)
 
     def _emit(self, event) -> None:
         self.csms.emit(event)
@@ -82,6 +111,7 @@ class _Handlers:
     @on("BootNotification")
     def on_boot_notification(self, charging_station, reason, **kwargs):
         self.booted = True
+        self.st.profile, self.st.profile_known = None, False   # a rebooted station may have lost its profiles
         self.csms.booted(self)
         return self._call_result.BootNotification(current_time=iso(_now()), interval=HEARTBEAT_S,
                                                   status="Accepted")
@@ -102,6 +132,15 @@ class _Handlers:
     def on_notify_event(self, **kwargs):
         return self._call_result.NotifyEvent()
 
+    @on("ReportChargingProfiles")
+    def on_report_charging_profiles(self, request_id, charging_limit_source, charging_profile, evse_id,
+                                    tbc=False, **kwargs):
+        """The answer to our GetChargingProfiles (re-sync): the profiles the station holds."""
+        self.st.reported_profiles.extend(charging_profile or [])
+        if not tbc:
+            self.csms.profiles_reported(self)
+        return self._call_result.ReportChargingProfiles()
+
     @on("MeterValues")
     def on_meter_values(self, evse_id, meter_value, **kwargs):
         self._samples(meter_value)
@@ -109,15 +148,15 @@ class _Handlers:
 
     @on("NotifyEVChargingNeeds")
     def on_notify_ev_charging_needs(self, evse_id, charging_needs, timestamp=None, **kwargs):
-        soc = self.last_sample.soc_pct if self.last_sample else None
-        info = vehicle_from_needs(charging_needs, version=self.version, soc_pct=soc, capacity_kwh=self.capacity_kwh)
+        soc = self.st.last_sample.soc_pct if self.st.last_sample else None
+        info = vehicle_from_needs(charging_needs, version=self.version, soc_pct=soc, capacity_kwh=self.st.capacity_kwh)
         if info.capacity_kwh:
-            self.capacity_kwh = info.capacity_kwh
-        if self.transaction_id is None:
-            self.pending_needs = info    # applied when the transaction starts
+            self.st.capacity_kwh = info.capacity_kwh
+        if self.st.transaction_id is None:
+            self.st.pending_needs = info    # applied when the transaction starts
         else:
-            ts = parse_time(timestamp) or (self.last_sample.ts if self.last_sample else _now())
-            self._emit(VehicleIdentified(self.id, ts, _with_id(info, self.vehicle_id)))
+            ts = parse_time(timestamp) or (self.st.last_sample.ts if self.st.last_sample else _now())
+            self._emit(VehicleIdentified(self.id, ts, _with_id(info, self.st.vehicle_id)))
         return self._call_result.NotifyEVChargingNeeds(status="Accepted")
 
     @on("TransactionEvent")
@@ -126,44 +165,47 @@ class _Handlers:
         tx = transaction_info["transaction_id"]
         answer = self._call_result.TransactionEvent(
             id_token_info={"status": "Accepted"} if id_token else None)
-        if seq_no <= self.seq.get(tx, -1) or tx in self.ended:
+        if seq_no <= self.st.seq.get(tx, -1) or tx in self.st.ended:
             return answer   # a replay (the station resends what it queued offline): already counted
-        self.seq[tx] = seq_no
+        self.st.seq[tx] = seq_no
         ts = parse_time(timestamp) or _now()
         if evse and evse.get("id"):
-            self.evse_id = evse["id"]
+            self.st.evse_id = evse["id"]
         vehicle_id = id_token.get("id_token") if id_token else None
         meters = read_meter_values(meter_value)
-        if tx != self.transaction_id and event_type in ("Started", "Updated"):
+        if tx != self.st.transaction_id and event_type in ("Started", "Updated"):
             # a new transaction, or one we learn about after a reconnect or our restart
-            self.transaction_id, self.vehicle_id = tx, vehicle_id
+            self.st.transaction_id, self.st.vehicle_id = tx, vehicle_id
             soc = next((m.soc_pct for m in meters if m.soc_pct is not None), None)
-            info = self.pending_needs or VehicleInfo()
-            self.pending_needs = None
-            capacity = info.capacity_kwh or self.capacity_kwh
+            info = self.st.pending_needs or VehicleInfo()
+            self.st.pending_needs = None
+            capacity = info.capacity_kwh or self.st.capacity_kwh
             energy = info.energy_kwh if info.energy_kwh is not None else (
                 soc / 100.0 * capacity if soc is not None and capacity else None)
             self._emit(SessionStarted(self.id, ts, _with_id(VehicleInfo(
                 capacity_kwh=capacity, energy_kwh=energy, departs_at=info.departs_at, need_kwh=info.need_kwh,
                 floor_kwh=info.floor_kwh, max_charge_kw=info.max_charge_kw,
                 max_discharge_kw=info.max_discharge_kw), vehicle_id)))
-        elif vehicle_id and vehicle_id != self.vehicle_id and event_type == "Updated":
-            self.vehicle_id = vehicle_id
+        elif vehicle_id and vehicle_id != self.st.vehicle_id and event_type == "Updated":
+            self.st.vehicle_id = vehicle_id
             self._emit(VehicleIdentified(self.id, ts, VehicleInfo(vehicle_id=vehicle_id)))
         self._samples(meter_value, meters)
         if event_type == "Ended":
-            self.ended.add(tx)
-            if tx == self.transaction_id:
+            self.st.ended.add(tx)
+            self.st.seq.pop(tx, None)
+            if tx == self.st.transaction_id:
                 self._emit(SessionEnded(self.id, ts))
-                self.transaction_id, self.vehicle_id = None, None
+                self.st.transaction_id, self.st.vehicle_id = None, None
+                if self.st.profile is not None and self.st.profile.transaction_id == tx:
+                    self.st.profile = None   # a TxProfile ends with its transaction
         return answer
 
     def _samples(self, meter_value, meters=None) -> None:
         for meter in meters if meters is not None else read_meter_values(meter_value):
-            sample = to_sample(self.id, meter, self.last_sample)
-            if sample is None or (self.last_sample is not None and sample.ts <= self.last_sample.ts):
+            sample = to_sample(self.id, meter, self.st.last_sample)
+            if sample is None or (self.st.last_sample is not None and sample.ts <= self.st.last_sample.ts):
                 continue
-            self.last_sample = sample
+            self.st.last_sample = sample
             self._emit(sample)
 
 
@@ -175,17 +217,25 @@ def _with_id(info: VehicleInfo, vehicle_id: str | None) -> VehicleInfo:
 class Connection21(_Handlers, ChargePoint21):
     version = V21
 
-    def __init__(self, station_id, websocket, csms, response_timeout: float = 30):
+    @on("PullDynamicScheduleUpdate")
+    def on_pull_dynamic_schedule_update(self, charging_profile_id, **kwargs):
+        """A station with a Dynamic profile asks for the current values (its dynUpdateInterval passed)."""
+        update = self.csms.current_schedule_update(self)
+        if update is None:
+            return self._call_result.PullDynamicScheduleUpdate(status="Rejected")
+        return self._call_result.PullDynamicScheduleUpdate(status="Accepted", schedule_update=update)
+
+    def __init__(self, station_id, websocket, csms, response_timeout: float = 30, state=None):
         ChargePoint21.__init__(self, station_id, websocket, response_timeout=response_timeout)
-        self._setup(csms)
+        self._setup(csms, state)
 
 
 class Connection201(_Handlers, ChargePoint201):
     version = V201
 
-    def __init__(self, station_id, websocket, csms, response_timeout: float = 30):
+    def __init__(self, station_id, websocket, csms, response_timeout: float = 30, state=None):
         ChargePoint201.__init__(self, station_id, websocket, response_timeout=response_timeout)
-        self._setup(csms)
+        self._setup(csms, state)
 
 
 def connection_for(version: str):

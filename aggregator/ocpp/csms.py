@@ -1,15 +1,28 @@
 """The CSMS: a WebSocket server for OCPP 2.1 and 2.0.1 stations that implements
 the charger port.
 
-- `command(setpoint)` sends the station a TxProfile (SetChargingProfile; OCPP 2.1
-  CentralSetpoint, negative = discharge; OCPP 2.0.1 a charging limit, never below
-  0) or, when the setpoint is the station's full charging power (nothing asked of
-  it), ClearChargingProfile. It resolves to ACCEPTED / REJECTED from the
-  CALLRESULT (a CALLERROR is a rejection), TIMED_OUT when no answer comes in
-  `command_timeout`, OFFLINE when the station is not connected.
+- `command(setpoint)` resolves to ACCEPTED / REJECTED from the CALLRESULT (a
+  CALLERROR is a rejection), TIMED_OUT when no answer comes in `command_timeout`,
+  OFFLINE when the station is not connected. What it sends:
+  * a setpoint while a commitment is in force (see "clearing" below): on an OCPP 2.1
+    station a Dynamic TxProfile (CentralSetpoint, W, negative = discharge) once per
+    transaction, then `UpdateDynamicSchedule` for each new setpoint; a station that
+    rejects the Dynamic profile (and accepts an Absolute one) is remembered as not
+    supporting dynamic profiles and gets an Absolute `SetChargingProfile` (valid
+    from/to = the setpoint's window) each time. OCPP 2.0.1 stations get a charging
+    limit (never below 0) in an Absolute profile.
+  * clearing: when no commitment overlaps the setpoint's validity window (the
+    `commitment_in_force(valid_from, valid_until)` callable; the composition root
+    passes the commitment book) and the setpoint is not a discharge, nothing is asked
+    of the station: it gets `ClearChargingProfile` (once; our profile id) and
+    charges as its vehicle asks. Without the callable every setpoint is sent.
 - A station that disconnects is reported offline; one that connects is reported
-  online and re-synchronised: it is asked (TriggerMessage) for its transaction
-  state, which re-announces a running session without counting anything twice.
+  online and re-synchronised: the profile it holds is re-read (GetChargingProfiles
+  -> ReportChargingProfiles), its queued offline messages are awaited
+  (GetTransactionStatus until messagesInQueue is false) and its transaction state is
+  re-read (TriggerMessage TransactionEvent). Per-station state (transaction,
+  sequence numbers, last sample, installed profile) outlives connections, so
+  nothing it replays is counted twice.
 - `request_meter_values` triggers a MeterValues message and returns at once.
 """
 from __future__ import annotations
@@ -27,10 +40,10 @@ from websockets.exceptions import ConnectionClosed
 
 from aggregator.chargers.port import (Ack, CommandResult, Setpoint, StationEventSink, StationOffline, StationOnline)
 from aggregator.fleet_state.registry import StationSpec
-from aggregator.ocpp.connection import connection_for
+from aggregator.ocpp.connection import InstalledProfile, StationState, connection_for
 from aggregator.ocpp.credentials import StationDirectory
 from aggregator.ocpp.handshake import make_process_request, station_id_of
-from aggregator.ocpp.messages import PROFILE_ID, SUBPROTOCOLS, V21, charging_profile
+from aggregator.ocpp.messages import PROFILE_ID, SUBPROTOCOLS, V21, charging_profile, schedule_update
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +58,8 @@ def _utc_now() -> datetime:
 class Csms:
     def __init__(self, sink: StationEventSink, directory: StationDirectory, *, host: str = "127.0.0.1",
                  port: int = 9000, security_profile: int = 0, ssl_context: ssl.SSLContext | None = None,
-                 command_timeout: float = 10.0, validate_outgoing: bool = True, clock=_utc_now):
+                 command_timeout: float = 10.0, validate_outgoing: bool = True, clock=_utc_now,
+                 commitment_in_force=None, dynamic_profiles: bool = True, resync_timeout: float = 10.0):
         self.sink = sink
         self.directory = directory
         self.host, self.port = host, port
@@ -54,7 +68,14 @@ class Csms:
         self.command_timeout = command_timeout
         self.validate_outgoing = validate_outgoing
         self.clock = clock
+        self.commitment_in_force = commitment_in_force   # (valid_from, valid_until) -> bool, or None
+        self.dynamic_profiles = dynamic_profiles
+        self.resync_timeout = resync_timeout
         self.connections: dict = {}
+        self.states: dict[str, StationState] = {}
+        self.resyncs_done = 0
+        self._report_waiters: dict[str, asyncio.Future] = {}
+        self._request_ids = 0
         self._server = None
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
@@ -105,7 +126,9 @@ class Csms:
         previous = self.connections.get(station_id)
         if previous is not None:   # the station reconnected before we saw its old socket close: newest wins
             await previous._connection.close(1000, "replaced by a new connection")
-        connection = connection_for(version)(station_id, websocket, self, response_timeout=self.command_timeout)
+        state = self.states.setdefault(station_id, StationState())
+        connection = connection_for(version)(station_id, websocket, self, response_timeout=self.command_timeout,
+                                             state=state)
         self.connections[station_id] = connection
         register = getattr(self.sink, "register_station", None)
         if register is not None and entry is not None:
@@ -131,54 +154,151 @@ class Csms:
         """A station booted: its transactions start over from what it tells us."""
 
     async def _resync_soon(self, connection, grace_s: float = 1.0) -> None:
-        """After a (re)connect: ask the station for its transaction state (a running
-        transaction is re-announced; sessions and samples are de-duplicated downstream)."""
+        """After a (re)connect: re-read what the station holds and where its transaction is."""
         for _ in range(int(grace_s / 0.05)):   # let a booting station send its BootNotification first
             if connection.booted:
                 break
             await asyncio.sleep(0.05)
         try:
-            await connection.call(connection._call.TriggerMessage(requested_message="TransactionEvent",
-                                                                  evse={"id": connection.evse_id}),
-                                  suppress=False)
+            await asyncio.wait_for(self.resync(connection), self.resync_timeout)
         except (OCPPError, asyncio.TimeoutError, ConnectionClosed) as err:
-            log.info("station %s: transaction re-sync not possible (%s)", connection.id, err.__class__.__name__)
+            log.info("station %s: re-sync incomplete (%s)", connection.id, err.__class__.__name__)
+
+    async def resync(self, connection) -> None:
+        st, calls = connection.st, connection._call
+        # 1. the profile it holds (GetChargingProfiles -> ReportChargingProfiles)
+        self._request_ids += 1
+        epoch = id(st.profile), st.last_setpoint
+        waiter = asyncio.get_running_loop().create_future()
+        self._report_waiters[connection.id] = waiter
+        st.reported_profiles = []
+        try:
+            answer = await connection.call(calls.GetChargingProfiles(
+                request_id=self._request_ids, charging_profile={"charging_profile_purpose": "TxProfile"},
+                evse_id=st.evse_id), suppress=False)
+            if answer.status == "Accepted":
+                await asyncio.wait_for(waiter, self.command_timeout)
+            if (id(st.profile), st.last_setpoint) == epoch:   # no command changed it meanwhile
+                st.profile = _ours(st.reported_profiles if answer.status == "Accepted" else [])
+                st.profile_known = True
+        finally:
+            self._report_waiters.pop(connection.id, None)
+        # 2. what it queued while offline arrives before we read its state
+        if st.transaction_id is not None:
+            for _ in range(50):
+                status = await connection.call(calls.GetTransactionStatus(transaction_id=st.transaction_id),
+                                               suppress=False)
+                if not status.messages_in_queue:
+                    break
+                await asyncio.sleep(0.1)
+        # 3. its transaction now (re-announces a running one; an unknown one starts a session)
+        await connection.call(calls.TriggerMessage(requested_message="TransactionEvent", evse={"id": st.evse_id}),
+                              suppress=False)
+        self.resyncs_done += 1
+
+    def profiles_reported(self, connection) -> None:
+        waiter = self._report_waiters.get(connection.id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def current_schedule_update(self, connection) -> dict | None:
+        """PullDynamicScheduleUpdate: the last setpoint (no discharge once its window has passed)."""
+        setpoint = connection.st.last_setpoint
+        if setpoint is None:
+            return None
+        if self.clock() >= setpoint.valid_until:
+            setpoint = type(setpoint)(setpoint.station_id, max(0.0, setpoint.power_kw), setpoint.valid_from,
+                                      setpoint.valid_until)
+        max_charge, max_discharge = self._limits(connection)
+        return schedule_update(setpoint, max_charge_kw=max_charge, max_discharge_kw=max_discharge)
 
     # -- ChargerPort ----------------------------------------------------------------------
+    def managed(self, setpoint: Setpoint) -> bool:
+        """Is anything asked of the station? A discharge always is; otherwise only while a
+        commitment overlaps the setpoint's validity window (no callable: always)."""
+        if setpoint.power_kw < 0 or self.commitment_in_force is None:
+            return True
+        return bool(self.commitment_in_force(setpoint.valid_from, setpoint.valid_until))
+
+    def _limits(self, connection) -> tuple[float, float]:
+        entry = self.directory.get(connection.id)
+        max_charge = entry.max_charge_kw if entry else 22.0
+        max_discharge = (entry.max_discharge_kw if entry else 0.0) if connection.version == V21 else 0.0
+        return max_charge, max_discharge
+
     async def command(self, setpoint: Setpoint) -> CommandResult:
         sid = setpoint.station_id
         connection = self.connections.get(sid)
         if connection is None:
             return CommandResult(sid, Ack.OFFLINE, "not connected")
-        if connection.transaction_id is None:
+        if connection.st.transaction_id is None:
             return CommandResult(sid, Ack.REJECTED, "no transaction on the station")
-        entry = self.directory.get(sid)
-        max_charge = entry.max_charge_kw if entry else 22.0
-        max_discharge = (entry.max_discharge_kw if entry else 0.0) if connection.version == V21 else 0.0
-        calls = connection._call
-        if setpoint.power_kw >= max_charge - 1e-6:
-            payload = calls.ClearChargingProfile(charging_profile_id=PROFILE_ID)
-        else:
-            payload = calls.SetChargingProfile(
-                evse_id=connection.evse_id,
-                charging_profile=charging_profile(setpoint, version=connection.version,
-                                                  transaction_id=connection.transaction_id,
-                                                  max_charge_kw=max_charge, max_discharge_kw=max_discharge))
         try:
-            result = await asyncio.wait_for(
-                connection.call(payload, suppress=False, skip_schema_validation=not self.validate_outgoing),
-                self.command_timeout)
+            return await asyncio.wait_for(self._command(connection, setpoint), self.command_timeout)
         except asyncio.TimeoutError:
             return CommandResult(sid, Ack.TIMED_OUT, f"no answer within {self.command_timeout:g} s")
         except ConnectionClosed:
             return CommandResult(sid, Ack.OFFLINE, "connection closed")
+
+    async def _ask(self, connection, payload) -> tuple[str, str]:
+        """(status, detail) of one CALL; a CALLERROR is ("CALLERROR", why)."""
+        try:
+            result = await connection.call(payload, suppress=False,
+                                           skip_schema_validation=not self.validate_outgoing)
         except OCPPError as err:
-            return CommandResult(sid, Ack.REJECTED, f"CALLERROR {err.code}: {err.description}")
+            return "CALLERROR", f"CALLERROR {err.code}: {err.description}"
         status = getattr(result, "status", None)
-        if status == "Accepted" or (status == "Unknown" and isinstance(payload, calls.ClearChargingProfile)):
-            return CommandResult(sid, Ack.ACCEPTED)
         info = getattr(result, "status_info", None) or {}
-        return CommandResult(sid, Ack.REJECTED, f"{status}: {info.get('reason_code', '')}".rstrip(": "))
+        return status, f"{status}: {info.get('reason_code', '')}".rstrip(": ")
+
+    async def _command(self, connection, setpoint: Setpoint) -> CommandResult:
+        sid, st, calls = setpoint.station_id, connection.st, connection._call
+        max_charge, max_discharge = self._limits(connection)
+        ok = CommandResult(sid, Ack.ACCEPTED)
+        if not self.managed(setpoint):
+            if st.profile_known and st.profile is None:
+                return ok   # nothing of ours on the station: nothing to clear
+            status, detail = await self._ask(connection, calls.ClearChargingProfile(charging_profile_id=PROFILE_ID))
+            if status in ("Accepted", "Unknown"):   # Unknown: it had no such profile
+                st.profile, st.profile_known, st.last_setpoint = None, True, None
+                return ok
+            return CommandResult(sid, Ack.REJECTED, detail)
+        st.last_setpoint = setpoint
+        watts = round(setpoint.power_kw * 1000.0, 1)
+        tx = st.transaction_id
+        if connection.version == V21 and self.dynamic_profiles and st.dynamic is not False:
+            profile = st.profile
+            if profile is not None and profile.kind == "Dynamic" and profile.transaction_id == tx:
+                status, detail = await self._ask(connection, calls.UpdateDynamicSchedule(
+                    charging_profile_id=PROFILE_ID,
+                    schedule_update=schedule_update(setpoint, max_charge_kw=max_charge,
+                                                    max_discharge_kw=max_discharge)))
+                if status == "Accepted":
+                    profile.setpoint_w = watts
+                    return ok
+                st.profile = None   # the station no longer holds it: install it again
+            status, detail = await self._ask(connection, calls.SetChargingProfile(
+                evse_id=st.evse_id, charging_profile=charging_profile(
+                    setpoint, version=connection.version, transaction_id=tx, max_charge_kw=max_charge,
+                    max_discharge_kw=max_discharge, kind="Dynamic")))
+            if status == "Accepted":
+                st.dynamic = True
+                st.profile, st.profile_known = InstalledProfile("Dynamic", tx, watts), True
+                return ok
+            if st.dynamic is True:
+                return CommandResult(sid, Ack.REJECTED, detail)
+            # not known to support Dynamic profiles: an Absolute one tells
+        status, detail = await self._ask(connection, calls.SetChargingProfile(
+            evse_id=st.evse_id, charging_profile=charging_profile(
+                setpoint, version=connection.version, transaction_id=tx, max_charge_kw=max_charge,
+                max_discharge_kw=max_discharge)))
+        if status == "Accepted":
+            if connection.version == V21 and self.dynamic_profiles and st.dynamic is None:
+                st.dynamic = False
+                log.info("station %s does not take Dynamic profiles: Absolute profiles from now on", sid)
+            st.profile, st.profile_known = InstalledProfile("Absolute", tx, watts), True
+            return ok
+        return CommandResult(sid, Ack.REJECTED, detail)
 
     async def request_meter_values(self, station_id: str) -> None:
         connection = self.connections.get(station_id)
@@ -195,3 +315,15 @@ class Csms:
 
     def connected(self) -> list[str]:
         return list(self.connections)
+
+
+def _ours(profiles: list[dict]) -> InstalledProfile | None:
+    """Our TxProfile among those a station reported (None: it holds none of ours)."""
+    for profile in profiles:
+        if profile.get("id") != PROFILE_ID or profile.get("charging_profile_purpose") != "TxProfile":
+            continue
+        period = ((profile.get("charging_schedule") or [{}])[0].get("charging_schedule_period") or [{}])[0]
+        watts = period.get("setpoint", period.get("limit"))
+        return InstalledProfile(profile.get("charging_profile_kind", "Absolute"), profile.get("transaction_id"),
+                                float(watts) if watts is not None else None)
+    return None

@@ -115,21 +115,46 @@ def vehicle_from_needs(charging_needs: dict, *, version: str, soc_pct: float | N
         max_discharge_kw=abs(max_discharge) / 1000.0 if max_discharge is not None else None)
 
 
-def charging_profile(setpoint: Setpoint, *, version: str, transaction_id: str, max_charge_kw: float,
-                     max_discharge_kw: float) -> dict:
-    """The TxProfile for one setpoint: OCPP 2.1 CentralSetpoint (negative = discharge, W);
+def _period(setpoint: Setpoint, *, version: str, max_charge_kw: float, max_discharge_kw: float) -> dict:
+    """One schedule period: OCPP 2.1 CentralSetpoint (negative = discharge, W);
     OCPP 2.0.1 a charging limit only (charge-only: never below 0)."""
     if version == V21:
         watts = max(-max_discharge_kw, min(max_charge_kw, setpoint.power_kw)) * 1000.0
-        period = {"start_period": 0, "operation_mode": "CentralSetpoint", "setpoint": round(watts, 1),
-                  "limit": round(max_charge_kw * 1000.0, 1), "discharge_limit": -round(max_discharge_kw * 1000.0, 1)}
+        return {"start_period": 0, "operation_mode": "CentralSetpoint", "setpoint": round(watts, 1),
+                "limit": round(max_charge_kw * 1000.0, 1), "discharge_limit": -round(max_discharge_kw * 1000.0, 1)}
+    return {"start_period": 0, "limit": round(max(0.0, min(max_charge_kw, setpoint.power_kw)) * 1000.0, 1)}
+
+
+def validity_s(setpoint: Setpoint) -> int:
+    return max(1, int(round((setpoint.valid_until - setpoint.valid_from).total_seconds())))
+
+
+def charging_profile(setpoint: Setpoint, *, version: str, transaction_id: str, max_charge_kw: float,
+                     max_discharge_kw: float, kind: str = "Absolute") -> dict:
+    """The TxProfile for one setpoint. Absolute: valid from `valid_from` to `valid_until`
+    (after it the station falls back to its default: no discharge). Dynamic (OCPP 2.1, updated
+    by UpdateDynamicSchedule): open-ended, so the validity window becomes `dynUpdateInterval`
+    (the station pulls an update when it has heard nothing for that long) and
+    `maxOfflineDuration` with `invalidAfterOfflineDuration` (a station cut off from us drops it)."""
+    period = _period(setpoint, version=version, max_charge_kw=max_charge_kw, max_discharge_kw=max_discharge_kw)
+    profile = {"id": PROFILE_ID, "stack_level": 0, "charging_profile_purpose": "TxProfile",
+               "charging_profile_kind": kind, "transaction_id": transaction_id,
+               "charging_schedule": [{"id": PROFILE_ID, "charging_rate_unit": "W",
+                                      "charging_schedule_period": [period]}]}
+    if kind == "Dynamic":
+        window = validity_s(setpoint)
+        profile.update(dyn_update_interval=window, dyn_update_time=iso(setpoint.valid_from),
+                       max_offline_duration=window, invalid_after_offline_duration=True)
     else:
-        period = {"start_period": 0, "limit": round(max(0.0, min(max_charge_kw, setpoint.power_kw)) * 1000.0, 1)}
-    return {"id": PROFILE_ID, "stack_level": 0, "charging_profile_purpose": "TxProfile",
-            "charging_profile_kind": "Absolute", "transaction_id": transaction_id,
-            "valid_from": iso(setpoint.valid_from), "valid_to": iso(setpoint.valid_until),
-            "charging_schedule": [{"id": PROFILE_ID, "start_schedule": iso(setpoint.valid_from),
-                                   "charging_rate_unit": "W", "charging_schedule_period": [period]}]}
+        profile.update(valid_from=iso(setpoint.valid_from), valid_to=iso(setpoint.valid_until))
+        profile["charging_schedule"][0]["start_schedule"] = iso(setpoint.valid_from)
+    return profile
+
+
+def schedule_update(setpoint: Setpoint, *, max_charge_kw: float, max_discharge_kw: float) -> dict:
+    """UpdateDynamicSchedule's scheduleUpdate for a Dynamic CentralSetpoint profile (OCPP 2.1)."""
+    period = _period(setpoint, version=V21, max_charge_kw=max_charge_kw, max_discharge_kw=max_discharge_kw)
+    return {"setpoint": period["setpoint"], "limit": period["limit"], "discharge_limit": period["discharge_limit"]}
 
 
 def power_from_profile(profile: dict) -> tuple[float, datetime | None, datetime | None]:
