@@ -108,7 +108,8 @@ def parse_by_event(tree) -> tuple[str, dict]:
 class Backoff:
     """Exponential back-off with full jitter; `ready()` says whether to try now."""
 
-    def __init__(self, base_s: float, max_s: float, rng: random.Random | None = None):
+    def __init__(self, base_s: float, max_s: float | Callable[[], float], rng: random.Random | None = None):
+        """`max_s`: the longest delay, or a function giving it (read at every failure)."""
         self.base_s, self.max_s = base_s, max_s
         self.failures = 0
         self.next_at = 0.0
@@ -119,7 +120,8 @@ class Backoff:
 
     def failed(self) -> float:
         self.failures += 1
-        delay = min(self.max_s, self.base_s * 2 ** self.failures) * self.rng.uniform(0.5, 1.0)
+        longest = self.max_s() if callable(self.max_s) else self.max_s
+        delay = min(longest, self.base_s * 2 ** min(self.failures, 60)) * self.rng.uniform(0.5, 1.0)
         self.next_at = time.monotonic() + delay
         return delay
 
@@ -142,7 +144,9 @@ class VenOpenADRClient(OpenADRClient):
         self.distribute_handler = distribute_handler
         self.on_poll_result = on_poll_result       # called with (ok, seconds the poll took)
         self.on_report_sent = on_report_sent       # called with the number of values the VTN took
-        self.poll_backoff = Backoff(1.0, self.poll_backoff_cap_s())
+        # polls keep their schedule while `ready()` is checked: waiting at most cap - period
+        # puts the next poll within the cap
+        self.poll_backoff = Backoff(1.0, lambda: max(0.0, self.poll_backoff_cap_s() - self.poll_period_s()))
         self.report_retry = Backoff(0.5, 30.0)
         self.skipped_polls = 0                      # scheduled polls left out while backing off
         self.rejected_messages: list[str] = []      # why incoming messages were refused (schema, signature, replay)
@@ -222,9 +226,6 @@ class VenOpenADRClient(OpenADRClient):
         response_type, payload = result if isinstance(result, tuple) else (None, {})
         code = (payload.get("response") or {}).get("response_code", 200) if payload else 200
         if response_type is None or code != 200:
-            # polls run every period while `ready()` is checked: wait at most cap - period,
-            # so the poll after the wait comes within the cap
-            self.poll_backoff.max_s = max(0.0, self.poll_backoff_cap_s() - self.poll_period_s())
             delay = self.poll_backoff.failed()
             log.warning("VTN poll failed (%s); next poll in %.1f s at the earliest",
                         f"response {code}" if response_type else "no valid answer", delay)

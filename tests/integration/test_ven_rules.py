@@ -333,3 +333,28 @@ async def test_a_delta_target_does_not_move_with_the_fleets_response(pair):
     # ... and a modification is resolved against the baseline frozen when the event was accepted
     assert [c.import_ceiling_kw for c in ven.committed("d")] == pytest.approx([baseline - 30.0, baseline - 60.0])
     assert ven.book.baseline_kw("d") == pytest.approx(baseline)
+
+
+async def test_load_control_and_delta_resolve_against_a_non_zero_baseline(pair):
+    """Each mapping against a baseline that is neither 0 nor 1 and values chosen so the
+    plausible slips differ: capacity v vs 1 - v, percent offset vs share, ignoring the
+    baseline, the export sign of x-loadControlSetpoint, delta added instead of taken."""
+    vtn, ven = pair
+    ven.fleet.power_kw = baseline = 42.0
+    start = soon()
+    got = await answer(vtn, [
+        event_xml("cap", start, [(MIN, 0.6), (MIN, 0.25)], signal_name="LOAD_CONTROL",
+                  signal_type="x-loadControlCapacity", item_base=None),
+        event_xml("pct", start + 3 * MIN, [(MIN, 20.0), (MIN, 150.0)], signal_name="LOAD_CONTROL",
+                  signal_type="x-loadControlPercentOffset", item_base=None),
+        event_xml("set", start + 6 * MIN, [(MIN, 25.0), (MIN, -5.0)], signal_name="LOAD_CONTROL",
+                  signal_type="x-loadControlSetpoint", item_base=None),
+        event_xml("dlt", start + 9 * MIN, [(MIN, 30.0), (MIN, 70.0)], signal_type="delta")])
+    assert all((r["opt_type"], r["response_code"]) == ("optIn", 200) for r in got.values()), got
+    ceilings = {e: [c.import_ceiling_kw for c in ven.committed(e)] for e in got}
+    assert ceilings["cap"] == pytest.approx([0.6 * baseline, 0.25 * baseline])           # 25.2, 10.5
+    assert ceilings["pct"] == pytest.approx([0.8 * baseline, -0.5 * baseline])           # 33.6, -21.0
+    assert ceilings["set"] == pytest.approx([-25.0, 5.0])        # positive = export asked (export_sign positive)
+    assert ceilings["dlt"] == pytest.approx([baseline - 30.0, baseline - 70.0])          # 12.0, -28.0
+    for event_id in got:
+        assert ven.book.baseline_kw(event_id) == pytest.approx(baseline)
