@@ -44,7 +44,7 @@ def now():
 
 
 async def start_world(engine, now, *, charge_only=frozenset(), behaviours=None, security_profile=0,
-                      ssl_context=None, directory=None, command_timeout=2.0, limit=None):
+                      ssl_context=None, directory=None, command_timeout=2.0, limit=None, **csms_options):
     registry = FleetRegistry(engine)
     fleet = OcppSimulatedFleet("default", now, charge_only=set(charge_only), behaviours=behaviours,
                                sample_interval=__import__("datetime").timedelta(seconds=5))
@@ -53,6 +53,6 @@ async def start_world(engine, now, *, charge_only=frozenset(), behaviours=None, 
     registry.register_vehicles(fleet.specs)
     sink = Recorder(registry)
     csms = Csms(sink, directory or StationDirectory(fleet.directory_entries()), security_profile=security_profile,
-                ssl_context=ssl_context, port=0, command_timeout=command_timeout)
+                ssl_context=ssl_context, port=0, command_timeout=command_timeout, **csms_options)
     await csms.start()
     return registry, sink, csms, fleet
