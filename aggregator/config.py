@@ -150,6 +150,15 @@ class OcppSettings(_Strict):
         return self
 
 
+class ClusterSettings(_Strict):
+    """Several instances on one PostgreSQL (aggregator/cluster): each partition's dispatcher and VEN
+    run on the one instance holding its lease; commands reach stations through the database."""
+    enabled: bool = False
+    instance_id: str | None = None      # None: $HOSTNAME (the pod name on Kubernetes), else the host name
+    partition: str | None = None        # the VEN account (and site) this instance competes for; None: ven.ven_name
+    lease_seconds: float = Field(default=15.0, ge=1.0, le=600.0)
+
+
 class Settings(_Strict):
     ven: VenSettings = VenSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -157,6 +166,7 @@ class Settings(_Strict):
     metrics: MetricsSettings = MetricsSettings()
     fleet: FleetSettings = FleetSettings()
     ocpp: OcppSettings = OcppSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
 
 # Environment variable -> (section, key)
@@ -174,6 +184,10 @@ ENVIRONMENT = {
     "V2X_METRICS_PORT": ("metrics", "port"),
     "V2X_SCENARIO": ("fleet", "scenario"),
     "V2X_OCPP_PORT": ("ocpp", "port"),
+    "V2X_CLUSTER_ENABLED": ("cluster", "enabled"),
+    "V2X_INSTANCE_ID": ("cluster", "instance_id"),
+    "V2X_PARTITION": ("cluster", "partition"),
+    "V2X_LEASE_SECONDS": ("cluster", "lease_seconds"),
 }
 
 

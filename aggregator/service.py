@@ -28,7 +28,11 @@ class NoChargerDriver(RuntimeError):
 
 
 async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asyncio.Event | None = None,
-                      tick: timedelta = timedelta(milliseconds=500), say=print) -> None:
+                      tick: timedelta = timedelta(milliseconds=500), say=print, member=None) -> None:
+    if settings.cluster.enabled and member is None:   # one of several instances (aggregator/cluster)
+        from aggregator.cluster.runner import run_clustered
+        return await run_clustered(settings, run_service, simulated_fleet=simulated_fleet, stop=stop, tick=tick,
+                                   say=say)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -42,6 +46,8 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
             fleet = start_simulated_fleet(app, settings, now, resume=True)
             simulation = asyncio.get_running_loop().create_task(_simulate(fleet, stop, tick))
             fleet_text = f"{len(fleet.stations)} simulated EVs"
+        elif member is not None:   # cluster: the sockets are on every instance's CSMS
+            fleet_text = member.attach_stations(app)
         else:
             from aggregator.ocpp.service import start_csms
             try:
@@ -51,6 +57,8 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
             say(f"OCPP CSMS on {csms.url}<station id> (security profile {settings.ocpp.security_profile}, "
                 f"{len(csms.directory.entries)} registered stations)")
             fleet_text = "stations over OCPP"
+        if member is not None:   # fenced: commands through the station command table, ledger writes
+            member.attach(app)
         port = app.serve_metrics()
         say(f"/metrics on http://{settings.metrics.host}:{port}/metrics")
         # Read the fleet before the VTN can send anything: opt decisions need its state.

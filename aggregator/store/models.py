@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -129,3 +129,52 @@ class ApiToken(SQLModel, table=True):
     label: str = ""
     created_at: datetime = Field(sa_column=_utc_column(nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class PartitionLease(SQLModel, table=True):
+    """Who runs a partition's dispatcher and VEN (aggregator/cluster/lease.py): taken over only
+    once `expires_at` has passed; every change of owner raises `fencing_token`."""
+    __tablename__ = "partition_lease"
+    partition: str = Field(primary_key=True)
+    owner: str                              # instance id + a per-process suffix
+    fencing_token: int = Field(sa_column=Column(BigInteger, nullable=False))
+    acquired_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    expires_at: datetime = Field(sa_column=_utc_column(nullable=False))
+
+
+class StationCommand(SQLModel, table=True):
+    """A setpoint on its way to the instance holding the station's socket (aggregator/cluster/commands.py),
+    stamped with the leaseholder's fencing token; the gateway refuses one older than the lease's."""
+    __tablename__ = "station_command"
+    id: int | None = Field(default=None, primary_key=True)
+    partition: str = Field(index=True)
+    fencing_token: int = Field(sa_column=Column(BigInteger, nullable=False))
+    gateway: str = Field(index=True)       # instance id that holds the station's connection
+    station_id: str
+    power_kw: float
+    valid_from: datetime = Field(sa_column=_utc_column(nullable=False))
+    valid_until: datetime = Field(sa_column=_utc_column(nullable=False))
+    created_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    done_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    ack: str | None = None                  # accepted | rejected | timed_out | offline | fenced
+    detail: str | None = None
+
+
+class StationConnection(SQLModel, table=True):
+    """Which instance holds each connected station's socket (one row per connected station)."""
+    __tablename__ = "station_connection"
+    station_id: str = Field(primary_key=True)
+    gateway: str = Field(index=True)
+    since: datetime = Field(sa_column=_utc_column(nullable=False))
+
+
+class StationEventRecord(SQLModel, table=True):
+    """A station event relayed from the instance holding the socket to the partition's leaseholder
+    (aggregator/cluster/relay.py); read in id order, pruned once old."""
+    __tablename__ = "station_event_relay"
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"),
+                                                          primary_key=True, autoincrement=True))
+    gateway: str
+    station_id: str
+    payload: str = Field(sa_column=Column(Text, nullable=False))    # JSON: {"type": ..., fields}
+    created_at: datetime = Field(sa_column=_utc_column(nullable=False, index=True))
