@@ -181,7 +181,7 @@ def site_fleet(n: int, seed: int = 0, *, kinds: tuple[str, ...] | None = None, u
         pd = np.empty(m)
         etac = np.empty(m)
         etad = np.empty(m)
-        for vt in set(types):
+        for vt in sorted(set(types)):  # sorted: set order of str varies per process
             idx = np.flatnonzero(types == vt)
             v = VEHICLE_TYPES[vt]
             cap[idx] = rng.choice(v["cap"], size=idx.size)
