@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 CORE = web.AppKey("v2x_core", object)          # the Aggregator
 TOKENS = web.AppKey("v2x_tokens", TokenStore)
 OPTIONS = web.AppKey("v2x_api_options", dict)
+PRINCIPAL = web.RequestKey("v2x_principal", Principal) if hasattr(web, "RequestKey") else "v2x_principal"
 
 # Error answers every authenticated operation may give (documented in the OpenAPI document).
 Denied = Union[r400[Problem], r401[Problem], r403[Problem], r404[Problem], r503[Problem]]
@@ -63,7 +64,7 @@ class ApiView(PydanticView):
 
     @property
     def principal(self) -> Principal:
-        return self.request["principal"]
+        return self.request[PRINCIPAL]
 
     async def on_validation_error(self, exception: ValidationError, context) -> web.StreamResponse:
         where = _CONTEXT.get(context, str(context))
@@ -100,6 +101,8 @@ async def json_errors(request: web.Request, handler):
                            [FieldError(field="body", message="must be a JSON object")])
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem(exc.status, exc.reason.lower(), headers=headers)
+    except UnicodeDecodeError:
+        return problem(400, "invalid body: not UTF-8", [FieldError(field="body", message="not UTF-8 JSON")])
     except SQLAlchemyError as err:
         log.error("API %s %s: database error %s", request.method, request.path, err.__class__.__name__)
         return problem(503, "database unavailable")
@@ -132,10 +135,27 @@ def authenticate_middleware(tokens: TokenStore):
         vehicle = request.match_info.get("vehicle_id")
         if principal.role == "driver" and vehicle is not None and vehicle != principal.vehicle_id:
             return problem(403, "forbidden")
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         return await handler(request)
     return authenticate
 
 
+def strict_query_middleware(spec_key):
+    @web.middleware
+    async def strict_query(request: web.Request, handler):
+        """A query parameter the operation does not have is an error naming it, not ignored."""
+        resource = getattr(request.match_info.route, "resource", None)
+        operation = request.app[spec_key].get("paths", {}).get(getattr(resource, "canonical", None), {}).get(
+            request.method.lower())
+        if operation is not None and request.query:
+            known = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
+            unknown = sorted(set(request.query) - known)
+            if unknown:
+                return problem(400, "invalid input: unknown query parameter " + ", ".join(unknown),
+                               [FieldError(field=f"query.{name}", message="unknown parameter") for name in unknown])
+        return await handler(request)
+    return strict_query
+
+
 __all__ = ["ApiView", "BaseModel", "CORE", "Conflict", "Denied", "OPTIONS", "TOKENS", "allow",
-           "authenticate_middleware", "finite", "invalid", "json_errors", "ok", "problem"]
+           "authenticate_middleware", "strict_query_middleware", "finite", "invalid", "json_errors", "ok", "problem"]

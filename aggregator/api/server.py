@@ -15,7 +15,8 @@ from aiohttp_pydantic.oas import pydantic_schema_to_oas
 from aiohttp_pydantic.oas.view import generate_oas
 
 from aggregator.api import fleet, health, programme
-from aggregator.api.http import CORE, OPTIONS, TOKENS, authenticate_middleware, json_errors
+from aggregator.api.http import (CORE, OPTIONS, TOKENS, authenticate_middleware, json_errors,
+                                 strict_query_middleware)
 from aggregator.api.tokens import TokenStore
 
 CONSOLE = Path(__file__).with_name("console")
@@ -87,7 +88,8 @@ async def _console_index(request: web.Request) -> web.Response:
 def build_api(core, *, require_ven: bool = False) -> web.Application:
     """The application for `core` (an `aggregator.app.Aggregator`)."""
     tokens = TokenStore(core.engine)
-    app = web.Application(middlewares=[json_errors, authenticate_middleware(tokens)], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[json_errors, authenticate_middleware(tokens), strict_query_middleware(SPEC)],
+                          client_max_size=64 * 1024)
     app[CORE] = core
     app[TOKENS] = tokens
     app[OPTIONS] = {"require_ven": require_ven}
