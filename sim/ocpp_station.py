@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 
 import websockets
 from collections import deque
+from ocpp.charge_point import camel_to_snake_case
 from ocpp.routing import after, on
 from ocpp.v21 import call as call21
 from ocpp.v201 import call as call201
@@ -66,6 +67,18 @@ class _StationSide:
     """Handlers shared by both versions; `self.sim` is the OcppStation it belongs to."""
 
     async def route_message(self, raw_msg):
+        if self.sim.lean and raw_msg.startswith("[2,") and (
+                '"UpdateDynamicSchedule"' in raw_msg or '"SetChargingProfile"' in raw_msg):
+            # lean (benchmark swarms): the same handlers, without the schema check and dataclass round trip
+            frame = json.loads(raw_msg)
+            handler = self.on_update_dynamic_schedule if frame[2] == "UpdateDynamicSchedule" \
+                else self.on_set_charging_profile
+            result = handler(**camel_to_snake_case(frame[3]))
+            answer = {"status": result.status}
+            if getattr(result, "status_info", None):
+                answer["statusInfo"] = {"reasonCode": result.status_info["reason_code"]}
+            await self._connection.send(json.dumps([3, frame[1], answer], separators=(",", ":")))
+            return
         behaviour = self.sim.station.behaviour
         if behaviour.kind in ("silent", "late") and '"SetChargingProfile"' in raw_msg:
             if behaviour.kind == "silent":
@@ -174,8 +187,9 @@ class OcppStation:
     """One simulated station as an OCPP client."""
 
     def __init__(self, station: SimulatedStation, departs_at: datetime, need_kwh: float, *, version: str = V21,
-                 sample_interval: timedelta = timedelta(seconds=5), dynamic: bool = True):
+                 sample_interval: timedelta = timedelta(seconds=5), dynamic: bool = True, lean: bool = False):
         self.station = station
+        self.lean = lean                             # answer profiles without schema validation (benchmarks)
         self.dynamic = dynamic and version == V21    # takes Dynamic profiles + UpdateDynamicSchedule
         self.calls = call21 if version == V21 else call201
         self.profile: dict | None = None             # our installed TxProfile (as received)

@@ -8,6 +8,7 @@ import asyncio
 from datetime import timedelta
 from types import SimpleNamespace
 
+import pytest
 from sqlmodel import Session, select
 
 from aggregator.chargers.port import Ack, MeterSample, SessionStarted, Setpoint
@@ -17,8 +18,9 @@ from aggregator.store.models import MeterReading
 from tests.ocpp.conftest import start_world
 
 
-async def test_dynamic_profile_once_then_updates_and_absolute_fallback(engine, now):
-    registry, sink, csms, fleet = await start_world(engine, now, limit=2)
+@pytest.mark.parametrize("validate_outgoing", [False, True], ids=["fast-path", "schema-validated"])
+async def test_dynamic_profile_once_then_updates_and_absolute_fallback(engine, now, validate_outgoing):
+    registry, sink, csms, fleet = await start_world(engine, now, limit=2, validate_outgoing=validate_outgoing)
     dyn_id, abs_id = list(fleet.clients)
     fleet.clients[abs_id].dynamic = False
     until = now + timedelta(minutes=5)
