@@ -1,7 +1,12 @@
 """`v2x run`: the aggregator as a long-running service against a real VTN.
 
 Registers at the configured VTN, serves /metrics and runs the control loop in
-real time until SIGINT/SIGTERM. Everything it must not lose is in the database
+real time until SIGINT/SIGTERM. On either signal it stops safely within
+`shutdown_budget`: every station gets a command with no discharge that keeps
+charging toward its driver's need (`Dispatcher.hold_safe`), the meters are read
+once more, queued ledger rows are written (retried within the budget), the
+setpoints sent are recorded in the ledger as event "shutdown", the VEN flushes
+its reports and stops, and the process exits 0. Everything it must not lose is in the database
 (events and their commitments, registration, the ledger), so a process killed
 mid-event picks the event up again on restart and counts nothing twice.
 
@@ -13,8 +18,10 @@ instead (whose clock is the simulation's own task, not this loop's).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import time
 from datetime import datetime, timedelta, timezone
 
 from aggregator.app import Aggregator
@@ -28,7 +35,8 @@ class NoChargerDriver(RuntimeError):
 
 
 async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asyncio.Event | None = None,
-                      tick: timedelta = timedelta(milliseconds=500), say=print, member=None) -> None:
+                      tick: timedelta = timedelta(milliseconds=500), say=print,
+                      shutdown_budget: timedelta = timedelta(seconds=20), member=None) -> None:
     if settings.cluster.enabled and member is None:   # one of several instances (aggregator/cluster)
         from aggregator.cluster.runner import run_clustered
         return await run_clustered(settings, run_service, simulated_fleet=simulated_fleet, stop=stop, tick=tick,
@@ -39,12 +47,14 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
         loop.add_signal_handler(signum, stop.set)
     app = Aggregator(settings)
     simulation = csms = None
+    world_stop = asyncio.Event()   # the simulated world outlives the loop until the shutdown hold is done
+    running = False
     try:
         if simulated_fleet:
             from sim.stations import start_simulated_fleet   # the simulation, only when asked for
             now = datetime.now(timezone.utc)
             fleet = start_simulated_fleet(app, settings, now, resume=True)
-            simulation = asyncio.get_running_loop().create_task(_simulate(fleet, stop, tick))
+            simulation = asyncio.get_running_loop().create_task(_simulate(fleet, world_stop, tick))
             fleet_text = f"{len(fleet.stations)} simulated EVs"
         elif member is not None:   # cluster: the sockets are on every instance's CSMS
             fleet_text = member.attach_stations(app)
@@ -65,14 +75,25 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
         await app.dispatcher.step(datetime.now(timezone.utc))
         await app.start_ven()
         say(f"registered at {settings.ven.vtn_url} as {app.ven.ven_id}; {fleet_text}")
+        running = True
         while not stop.is_set():
             await app.dispatcher.step(datetime.now(timezone.utc))
             try:
                 await asyncio.wait_for(stop.wait(), tick.total_seconds())
             except asyncio.TimeoutError:
                 pass
-        say("stopping")
+        say("stopping: every station is held at no discharge, charging toward its driver's need")
+        try:
+            await asyncio.wait_for(_stop_safely(app, say, shutdown_budget), shutdown_budget.total_seconds())
+        except asyncio.TimeoutError:
+            log.error("shutdown took longer than %.0f s; exiting anyway", shutdown_budget.total_seconds())
+        running = False
     finally:
+        if running:   # left the loop by an error: still try to leave the stations safe
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(app.dispatcher.hold_safe(datetime.now(timezone.utc)),
+                                       shutdown_budget.total_seconds() / 2)
+        world_stop.set()
         if simulation is not None:
             simulation.cancel()
         if csms is not None:
@@ -80,6 +101,17 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
         await app.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+async def _stop_safely(app: Aggregator, say, budget: timedelta) -> None:
+    started = time.monotonic()
+    report = await app.dispatcher.hold_safe(datetime.now(timezone.utc))
+    written = await app.ledger.drain(max(1.0, budget.total_seconds() / 2 - (time.monotonic() - started)))
+    app.registry.persist()
+    held = sum(1 for _, r in report.commands if r.ack.value == "accepted")
+    say(f"stopped: {held}/{len(report.commands)} stations hold no discharge; ledger "
+        f"{'written' if written else f'NOT fully written ({len(app.ledger.pending)} rows lost)'} "
+        f"in {time.monotonic() - started:.1f} s")
 
 
 async def _simulate(fleet, stop: asyncio.Event, tick: timedelta) -> None:

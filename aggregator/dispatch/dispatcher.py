@@ -11,9 +11,15 @@ Each `step(now)` is snapshot -> allocate -> command:
    answer is re-planned as unavailable and retried with back-off;
 4. a `StepReport` of what happened goes to the observers (ledger writer, live
    metrics, performance tally), and the fleet state is written through.
+
+On shutdown, `hold_safe(now)` replaces the loop's last step: every station gets a
+command with no discharge that keeps charging toward its driver's need (a plan
+without commitments, clipped at 0, valid for `safe_validity`), then the meters
+are read once more so the ledger shows where the fleet was left.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -48,6 +54,7 @@ class StepReport:
     import_ceiling_kw: float = float("nan")
     commands: list[tuple[Setpoint, CommandResult]] = field(default_factory=list)
     event_of_sample_span: dict = field(default_factory=dict)
+    stop: bool = False                           # the shutdown hold (`Dispatcher.hold_safe`)
 
 
 class Dispatcher:
@@ -105,6 +112,7 @@ class Dispatcher:
     async def step(self, now: datetime) -> StepReport:
         self._started_at = self._started_at or now
         self.registry.reconcile(now, self._started_at)
+        self.registry.mark_stale(now)
         switches = self._switch_times()
         last = self._last_step
         at_boundary = last is None or any(last < t <= now for t in switches)            # meters read on it
@@ -194,6 +202,50 @@ class Dispatcher:
             log.info("plan: interval ceiling %.1f kW, planned %.1f kW (%s, %.0f ms)", report.import_ceiling_kw,
                      float(plan.fleet_kw[0]) if plan else 0.0, plan.method if plan else "failed",
                      report.solve_seconds * 1e3)
+
+    async def hold_safe(self, now: datetime, settle: timedelta = timedelta(seconds=4),
+                        safe_validity: timedelta = timedelta(hours=12)) -> StepReport:
+        """The shutdown step: discharge 0 everywhere, charging continues toward each driver's
+        need; after `settle` the meters are read and everything goes to the observers."""
+        report = StepReport(now, self._last_step, self.registry.drain_samples(), None, None, stop=True)
+        states = self.registry.snapshot(now)
+        power = np.zeros(len(states))
+        if states:
+            horizon = build_horizon(now, [])   # no commitments: needs only
+            try:
+                plan = allocate(fleet_arrays(states, now, self.need_margin_kwh),
+                                Targets(horizon.durations_h, horizon.import_ceiling_kw), self.options)
+                power = np.maximum(0.0, (plan.setpoint_kw if plan.setpoint_kw is not None else plan.power_kw)[:, 0])
+            except Exception:   # still safe: the stations' default after a 0 kW hold is charge-only
+                log.exception("allocator failed on shutdown; holding every station at 0 kW")
+        planned = {state.station_id: float(kw) for state, kw in zip(states, power)}
+        for live in self.registry.plugged():   # unavailable ones too: they may hear this one
+            if live.online and live.station.id not in planned:
+                planned[live.station.id] = max(0.0, live.intended_kw)
+        until = now + safe_validity
+        setpoints = [Setpoint(sid, kw, now, until) for sid, kw in planned.items()]
+        results = await fan_out(self.port, setpoints, deadline_s=self.command_deadline.total_seconds())
+        for setpoint, result in zip(setpoints, results):
+            self.registry.set_intended(setpoint.station_id, setpoint.power_kw, now)
+            self.registry.command_result(result, now)
+            report.commands.append((setpoint, result))
+        accepted = sum(1 for _, r in report.commands if r.ack.value == "accepted")
+        log.warning("shutdown: %d of %d stations hold no discharge (%.1f kW charging toward needs)", accepted,
+                    len(setpoints), sum(planned.values()))
+        if settle.total_seconds() > 0:
+            await asyncio.sleep(settle.total_seconds())
+        for live in self.registry.plugged():
+            if live.online:
+                await self.port.request_meter_values(live.station.id)
+        report.samples.extend(self.registry.drain_samples())
+        for observer in self.observers:
+            try:
+                observer.observe(report)
+            except Exception:
+                log.exception("step observer %s failed", observer.__class__.__name__)
+        self.registry.persist()
+        self._last_step = now
+        return report
 
     async def _retry_unavailable(self, now: datetime, report: StepReport) -> None:
         due = self.registry.retries_due(now)

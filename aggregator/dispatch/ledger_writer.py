@@ -3,7 +3,9 @@
 rows queued for the next step, so a database outage loses nothing."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -13,6 +15,7 @@ from aggregator.store.db import insert_meter_readings
 from aggregator.store.models import MeterReading, SetpointRecord
 
 log = logging.getLogger(__name__)
+SHUTDOWN = "shutdown"   # event_id of the setpoints sent when the service stops
 
 
 class LedgerWriter:
@@ -25,10 +28,22 @@ class LedgerWriter:
         self.pending.extend(MeterReading(source=s.station_id, ts=s.ts, energy_import_kwh=s.energy_import_kwh,
                                          energy_export_kwh=s.energy_export_kwh, power_kw=s.power_kw,
                                          soc_pct=s.soc_pct) for s in report.samples)
+        # the shutdown hold is recorded as such (event_id "shutdown"): where the service left each station
+        event_id = SHUTDOWN if getattr(report, "stop", False) else report.committed_event
         self.pending.extend(SetpointRecord(vehicle_id=setpoint.station_id, issued_at=report.at,
-                                           power_kw=setpoint.power_kw, event_id=report.committed_event)
+                                           power_kw=setpoint.power_kw, event_id=event_id)
                             for setpoint, result in report.commands if result.ack is Ack.ACCEPTED)
         self.flush()
+
+    async def drain(self, budget_s: float, retry_s: float = 1.0) -> bool:
+        """Retry the queued rows until written or `budget_s` has passed (shutdown)."""
+        deadline = time.monotonic() + budget_s
+        while not self.flush():
+            if time.monotonic() + retry_s > deadline:
+                log.error("shutdown: %d ledger rows could not be written", len(self.pending))
+                return False
+            await asyncio.sleep(retry_s)
+        return True
 
     def flush(self) -> bool:
         if not self.pending:

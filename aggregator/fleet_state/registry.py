@@ -14,6 +14,13 @@ read model of the API and of other instances).
   conservatively (gains discounted, losses inflated by `ESTIMATE_MARGIN`); with
   no SoC ever known, the vehicle is assumed at its reserve floor, so nothing is
   exported from energy we cannot see and its need is still charged for.
+- Stale SoC: a vehicle whose station reported SoC but has not for `soc_stale_after`
+  (telemetry lost, a sample stream that stopped) exports nothing until a fresh SoC
+  arrives; it is planned on the conservative estimate above, so its need is still
+  charged for.
+- Drivers change their minds (`driver_update`, the HTTP API's entry point): an
+  earlier departure, a different need, a boost (charge now, no export) or an
+  opt-out from discharging; the plan is redone at the next step.
 - A station that rejects or does not acknowledge a command is unavailable
   (left out of the plan) until it accepts one; retries back off.
 - A vehicle that, settled on a charging setpoint, meters less than it was asked
@@ -47,6 +54,7 @@ RETRY_FIRST = timedelta(seconds=2)
 RETRY_MAX = timedelta(seconds=60)
 ACCEPTANCE_SETTLE = timedelta(seconds=5)   # a charging command held this long has settled
 ACCEPTANCE_TOLERANCE_KW = 0.5
+SOC_STALE_AFTER = timedelta(seconds=60)    # no SoC for this long: no export from the vehicle
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,9 @@ class _Live:
     intended_kw: float = 0.0                # what the plan last asked of it
     intended_since: datetime | None = None  # when that was accepted
     charge_cap_kw: float | None = None      # observed charge acceptance below the asked (BMS taper)
+    soc_at: datetime | None = None          # when SoC was last reported
+    soc_stale: bool = False
+    no_export: str | None = None            # why the driver withdrew it from discharging (opt-out, boost)
     confirmed: bool = True                  # False: loaded at restart, not yet re-announced by the station
     samples: list[MeterSample] = field(default_factory=list)
 
@@ -88,8 +99,10 @@ class _Live:
 class FleetRegistry:
     """Implements `StationEventSink` (stations push into it) and `FleetView` (others read it)."""
 
-    def __init__(self, engine, vehicles: dict[str, VehicleSpec] | None = None, metrics=None):
+    def __init__(self, engine, vehicles: dict[str, VehicleSpec] | None = None, metrics=None,
+                 soc_stale_after: timedelta | None = None):
         self.engine = engine
+        self.soc_stale_after = soc_stale_after or SOC_STALE_AFTER
         self.metrics = metrics
         self.vehicles: dict[str, VehicleSpec] = dict(vehicles or {})
         self.stations: dict[str, _Live] = {}
@@ -186,6 +199,11 @@ class FleetRegistry:
             live.anchor = _Anchor(sample.soc_pct / 100 * live.spec.capacity_kwh, sample.energy_import_kwh,
                                   sample.energy_export_kwh)
             live.soc_known = True
+            live.soc_at = sample.ts
+            if live.soc_stale:
+                log.info("station %s reports SoC again", live.station.id)
+                live.soc_stale = False
+                self.version += 1
 
     def _observe_acceptance(self, live: _Live, sample: MeterSample) -> None:
         """Learn a charge limit below the vehicle's rating from a settled charging command."""
@@ -222,6 +240,8 @@ class FleetRegistry:
         base_export = live.last.energy_export_kwh if live.last else 0.0
         live.anchor = _Anchor(energy, base_import, base_export)
         live.soc_known = info.energy_kwh is not None
+        live.soc_at = ts if live.soc_known else None
+        live.soc_stale, live.no_export = False, None
         live.session = PlugSession(vehicle_id=vehicle_id, station_id=live.station.id, arrived_at=ts,
                                    departs_at=departs, energy_at_arrival_kwh=energy, need_kwh=need)
         live.online = True
@@ -250,6 +270,8 @@ class FleetRegistry:
             live.anchor = _Anchor(info.energy_kwh, live.last.energy_import_kwh if live.last else 0.0,
                                   live.last.energy_export_kwh if live.last else 0.0)
             live.soc_known = True
+            live.soc_at = ts
+            live.soc_stale = False
         self._pending.append(live.session)
         self.version += 1
 
@@ -266,7 +288,7 @@ class FleetRegistry:
             log.info("vehicle %s departed with %.1f kWh (asked %.1f)", live.session.vehicle_id, energy,
                      live.plug.need_kwh)
         live.session, live.spec, live.plug, live.anchor, live.soc_known = None, None, None, None, False
-        live.charge_cap_kw = None
+        live.charge_cap_kw, live.soc_at, live.soc_stale, live.no_export = None, None, False, None
         self.version += 1
 
     def _spec_for(self, live: _Live, vehicle_id: str, info: VehicleInfo) -> VehicleSpec:
@@ -300,6 +322,46 @@ class FleetRegistry:
                 log.warning("station %s did not re-announce %s's session after the restart: closed",
                             live.station.id, live.session.vehicle_id)
                 self._on_ended(live, now, "reconciled")
+
+    def mark_stale(self, now: datetime) -> list[str]:
+        """Vehicles whose SoC was reported but not for `soc_stale_after` become stale (no export
+        from them) until a fresh SoC arrives. Returns the stations that just became stale."""
+        newly = []
+        for live in self.plugged():
+            if live.soc_stale or live.soc_at is None or now - live.soc_at <= self.soc_stale_after:
+                continue
+            log.warning("station %s: no SoC for %.0f s; %s is planned on the conservative estimate, no export",
+                        live.station.id, (now - live.soc_at).total_seconds(), live.session.vehicle_id)
+            live.soc_stale = True
+            newly.append(live.station.id)
+            self.version += 1
+        return newly
+
+    # -- drivers ------------------------------------------------------------------------------
+    def driver_update(self, vehicle_id: str, *, departs_at: datetime | None = None, need_kwh: float | None = None,
+                      boost: bool = False, opt_out: bool = False) -> None:
+        """A driver's change to a plugged-in vehicle's session (the HTTP API calls this):
+        an earlier or later departure, a new energy need, a boost (charge as soon as possible
+        to a full battery, or to `need_kwh`, with no export) or an opt-out from discharging
+        (charged toward the need by the departure, nothing exported). Re-planned at the next
+        step. Raises KeyError when the vehicle has no open session."""
+        live = next((x for x in self.plugged() if x.session.vehicle_id == vehicle_id), None)
+        if live is None:
+            raise KeyError(f"vehicle {vehicle_id} is not plugged in")
+        spec, plug = live.spec, live.plug
+        departs = departs_at if departs_at is not None else plug.departs_at
+        need = plug.need_kwh if need_kwh is None else need_kwh
+        if boost and need_kwh is None:
+            need = spec.capacity_kwh
+        need = min(max(float(need), 0.0), spec.capacity_kwh)
+        live.plug = PlugIn(plug.vehicle_id, plug.arrived_at, departs, need)
+        live.session.departs_at, live.session.need_kwh = departs, need
+        if boost or opt_out:
+            live.no_export = "boost" if boost else "opt-out"
+        log.info("driver of %s: departs %s, needs %.1f kWh%s", vehicle_id, departs.isoformat(), need,
+                 f", {live.no_export}" if live.no_export else "")
+        self._pending.append(live.session)
+        self.version += 1
 
     # -- commands ---------------------------------------------------------------------------
     def command_result(self, result: CommandResult, now: datetime) -> None:
@@ -369,9 +431,14 @@ class FleetRegistry:
 
     @staticmethod
     def _planned_spec(live: _Live) -> VehicleSpec:
-        if live.charge_cap_kw is None or live.charge_cap_kw >= live.spec.max_charge_kw:
-            return live.spec
-        return replace(live.spec, max_charge_kw=live.charge_cap_kw)
+        """The vehicle as the plan may use it: no export when its SoC is stale or its driver
+        said so; charging within what it was seen to accept."""
+        spec = live.spec
+        if live.soc_stale or live.no_export:
+            spec = replace(spec, max_discharge_kw=0.0)
+        if live.charge_cap_kw is not None and live.charge_cap_kw < spec.max_charge_kw:
+            spec = replace(spec, max_charge_kw=live.charge_cap_kw)
+        return spec
 
     def drain_samples(self) -> list[MeterSample]:
         out, self._samples = self._samples, []
@@ -405,7 +472,7 @@ class FleetRegistry:
         return {live.session.vehicle_id for live in self.plugged()}
 
     def availability(self) -> list[tuple[datetime, float]]:
-        return [(live.plug.departs_at, live.spec.max_discharge_kw) for live in self.plugged()
+        return [(live.plug.departs_at, self._planned_spec(live).max_discharge_kw) for live in self.plugged()
                 if live.online and live.unavailable_since is None]
 
     def _latest_ts(self) -> datetime | None:
