@@ -174,8 +174,12 @@ async def run_clustered(settings: Settings, run_service, *, simulated_fleet: boo
             say(f"OCPP CSMS on {csms.url}<station id> (instance {member.instance_id})")
         gateway_tasks.append(loop.create_task(_every(60.0, lambda: _prune(engine))))
         while not stop.is_set():
-            if not await member.wait_for_lease(stop):
-                break
+            standby = await _StandbyHealth.start(settings, say)
+            try:
+                if not await member.wait_for_lease(stop):
+                    break
+            finally:
+                await standby.stop()     # the leaseholder's own API serves the probes from here on
             member.lost = False
             member.partition_stop = partition_stop = asyncio.Event()
             relay_stop = loop.create_task(_copy_event(stop, partition_stop))
@@ -225,6 +229,40 @@ async def _start_gateway(settings: Settings, engine, member: Member, tasks: list
     tasks += [loop.create_task(listener.run()), loop.create_task(gateway.run()),
               loop.create_task(_every(1.0, sink.flush))]
     return csms, sink
+
+
+class _StandbyHealth:
+    """While standing by there is no API: /healthz and /readyz answer on its port anyway
+    (200, role standby), so probes neither restart a standby nor keep it out of the
+    Service that spreads station sockets."""
+
+    def __init__(self, runner=None):
+        self.runner = runner
+
+    @classmethod
+    async def start(cls, settings: Settings, say) -> "_StandbyHealth":
+        from aiohttp import web
+        api = getattr(settings, "api", None)
+        host = getattr(api, "host", None) or settings.metrics.host
+        port = int(getattr(api, "port", None) or os.environ.get("V2X_API_PORT") or 8088)
+
+        async def answer(_request):
+            return web.json_response({"status": "ok", "ready": True, "role": "standby"})
+
+        app = web.Application()
+        app.router.add_get("/healthz", answer)
+        app.router.add_get("/readyz", answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as err:
+            log.warning("standby probes not served on %s:%s (%s)", host, port, err)
+        return cls(runner)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
 
 
 async def _copy_event(source: asyncio.Event, target: asyncio.Event) -> None:

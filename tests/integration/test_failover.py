@@ -168,7 +168,7 @@ INTERVALS = 5
 def _start(name: str, database_url: str, vtn_url: str, log_path) -> subprocess.Popen:
     env = {"PATH": "/usr/bin:/bin", "V2X_VTN_URL": vtn_url, "V2X_DATABASE_URL": database_url,
            "V2X_METRICS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1", "V2X_CLUSTER_ENABLED": "true",
-           "V2X_INSTANCE_ID": name, "V2X_LEASE_SECONDS": str(LEASE_S)}
+           "V2X_INSTANCE_ID": name, "V2X_LEASE_SECONDS": str(LEASE_S), "V2X_API_PORT": str(free_port())}
     return subprocess.Popen([sys.executable, "-m", "aggregator.cli", "run", "--simulated-fleet"], env=env,
                             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO)
 
