@@ -72,6 +72,7 @@ class Aggregator:
                              metrics=self.metrics, client_options=ven_client_options,
                              max_poll_backoff_s=settings.ven.max_poll_backoff_s)
         self._metrics_server = None
+        self._api_server = None
 
     def use_chargers(self, port: ChargerPort) -> None:
         """The stations the dispatcher commands (a charger driver or the simulation)."""
@@ -83,10 +84,20 @@ class Aggregator:
         self._metrics_server = server
         return server.server_port
 
+    async def serve_api(self, *, require_ven: bool = False) -> int:
+        """Start the HTTP API, web console and probes ([api] settings); returns the port.
+        `require_ven`: /readyz waits for the VEN's registration."""
+        from aggregator.api import ApiServer
+        self._api_server = ApiServer(self, self.settings.api.host, self.settings.api.port, require_ven=require_ven)
+        return await self._api_server.start()
+
     async def start_ven(self) -> None:
         await self.ven.start()
 
     async def stop(self) -> None:
+        if self._api_server is not None:
+            await self._api_server.stop()
+            self._api_server = None
         await self.ven.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

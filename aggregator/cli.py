@@ -126,6 +126,37 @@ def _stations(args, settings: Settings) -> int:
     return 0
 
 
+def _tokens(args, settings: Settings) -> int:
+    """HTTP API tokens: `create` prints a new token once (stored hashed), `list`, `revoke`."""
+    from aggregator.api.tokens import create_token, list_tokens, revoke_token
+    from aggregator.store.db import make_engine
+    engine = make_engine(settings.database.url)
+    try:
+        if args.action == "create":
+            try:
+                token, token_id = create_token(engine, args.role, args.vehicle, args.label)
+            except ValueError as err:
+                print(f"v2x tokens create: {err}", file=sys.stderr)
+                return 2
+            scope = f" for vehicle {args.vehicle}" if args.vehicle else ""
+            print(f"token {token_id}: role {args.role}{scope}")
+            print(f"{token}")
+            print("(shown once; stored hashed. Send it as 'Authorization: Bearer <token>', "
+                  "or open /console/driver.html#token=<token>)", file=sys.stderr)
+        elif args.action == "revoke":
+            if not revoke_token(engine, args.id):
+                print(f"v2x tokens revoke: no active token {args.id}", file=sys.stderr)
+                return 1
+            print(f"token {args.id} revoked")
+        else:
+            for row in list_tokens(engine):
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                print(f"{row.id}\t{row.role}\t{row.vehicle_id or '-'}\t{state}\t{row.label}")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _config(args, settings: Settings) -> int:
     if args.defaults:
         print(default_config_text())
@@ -223,6 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-discharge-kw", type=float, default=0.0, help="0 = charge-only")
     stations_sub.add_parser("list", help="the registered stations")
     stations.set_defaults(func=_stations)
+    tokens = sub.add_parser("tokens", help="HTTP API tokens (create one: prints it once; stored hashed)")
+    tokens_sub = tokens.add_subparsers(dest="action", required=True)
+    create = tokens_sub.add_parser("create", help="issue a token for a role")
+    create.add_argument("--role", required=True, choices=["driver", "operator", "utility"],
+                        help="driver: one vehicle; operator: the fleet; utility: events, performance, settlement")
+    create.add_argument("--vehicle", metavar="ID", help="the driver's vehicle (drivers only)")
+    create.add_argument("--label", default="", help="a note to recognise the token by")
+    revoke = tokens_sub.add_parser("revoke", help="revoke a token by its number")
+    revoke.add_argument("id", type=int)
+    tokens_sub.add_parser("list", help="the tokens issued (numbers, roles, vehicles; never the tokens)")
+    tokens.set_defaults(func=_tokens)
     _add_bidding(sub)
     config = sub.add_parser("config", help="validate and print the effective configuration")
     config.add_argument("--defaults", action="store_true", help="print the documented default config file")

@@ -124,6 +124,13 @@ class MetricsSettings(_Strict):
     port: int = Field(default=9464, ge=0, le=65535)
 
 
+class ApiSettings(_Strict):
+    """The HTTP API, web console and /healthz, /readyz, served by `v2x run` (aggregator/api)."""
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65535)
+
+
 class FleetSettings(_Strict):
     scenario: str = "default"   # a scenario name shipped with the project, or a file path
     meter_interval_s: float = Field(default=5.0, gt=0)
@@ -164,6 +171,7 @@ class Settings(_Strict):
     database: DatabaseSettings = DatabaseSettings()
     program: ProgramSettings = ProgramSettings()
     metrics: MetricsSettings = MetricsSettings()
+    api: ApiSettings = ApiSettings()
     fleet: FleetSettings = FleetSettings()
     ocpp: OcppSettings = OcppSettings()
     cluster: ClusterSettings = ClusterSettings()
@@ -182,6 +190,8 @@ ENVIRONMENT = {
     "V2X_MARKET_CONTEXT": ("program", "market_context"),
     "V2X_EXPORT_SIGN": ("program", "export_sign"),
     "V2X_METRICS_PORT": ("metrics", "port"),
+    "V2X_API_HOST": ("api", "host"),
+    "V2X_API_PORT": ("api", "port"),
     "V2X_SCENARIO": ("fleet", "scenario"),
     "V2X_OCPP_PORT": ("ocpp", "port"),
     "V2X_CLUSTER_ENABLED": ("cluster", "enabled"),

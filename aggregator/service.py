@@ -71,6 +71,10 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
             member.attach(app)
         port = app.serve_metrics()
         say(f"/metrics on http://{settings.metrics.host}:{port}/metrics")
+        if settings.api.enabled:   # before the VEN registers, so the probes answer while it does
+            api_port = await app.serve_api(require_ven=True)
+            say(f"API and console on http://{settings.api.host}:{api_port}/ (/api/openapi.json, /console/, "
+                f"/healthz, /readyz)")
         # Read the fleet before the VTN can send anything: opt decisions need its state.
         await app.dispatcher.step(datetime.now(timezone.utc))
         await app.start_ven()
