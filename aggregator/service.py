@@ -72,9 +72,14 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
         port = app.serve_metrics()
         say(f"/metrics on http://{settings.metrics.host}:{port}/metrics")
         if settings.api.enabled:   # before the VEN registers, so the probes answer while it does
-            api_port = await app.serve_api(require_ven=True)
-            say(f"API and console on http://{settings.api.host}:{api_port}/ (/api/openapi.json, /console/, "
-                f"/healthz, /readyz)")
+            try:
+                api_port = await app.serve_api(require_ven=True)
+                say(f"API and console on http://{settings.api.host}:{api_port}/ (/api/openapi.json, /console/, "
+                    f"/healthz, /readyz)")
+            except OSError as err:   # the control loop matters more than the console: run without it
+                log.error("the HTTP API could not start on %s:%s (%s); running without it (probes fail)",
+                          settings.api.host, settings.api.port, err)
+                say(f"API NOT started: {err} (set [api] port / V2X_API_PORT)")
         # Read the fleet before the VTN can send anything: opt decisions need its state.
         await app.dispatcher.step(datetime.now(timezone.utc))
         await app.start_ven()
