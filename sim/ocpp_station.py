@@ -261,8 +261,9 @@ class OcppStation:
             self.station.online = False
 
     async def _send_loop(self) -> None:
+        outbox = self.outbox   # `disconnect` gives the station a new one
         while True:
-            payload = await self.outbox.get()
+            payload = await outbox.get()
             try:
                 if self.cp is not None and self.station.online:
                     self.answers.append(await self.cp.call(payload, suppress=False))
@@ -271,7 +272,7 @@ class OcppStation:
             except Exception as err:   # keep sending: a station does not stop on one failed message
                 log.debug("station %s: %s failed: %s", self.station_id, type(payload).__name__, err)
             finally:
-                self.outbox.task_done()
+                outbox.task_done()
 
     async def disconnect(self) -> None:
         if self.websocket is not None:
