@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import aiohttp
-import pytest
 
 from aggregator.app import Aggregator
 from aggregator.cli import main
