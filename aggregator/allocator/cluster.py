@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .heuristics import commitment_blocks, enforce_site_limits, event_reduce
+from .heuristics import LAX, commitment_blocks, enforce_site_limits, event_reduce
 from .horizon import Problem, power_band, step_energy
 from .lp import Units
 from .split import band_split, time_equalized_reduce
@@ -63,7 +63,11 @@ def _relabel(*cols: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, K
 
 
-def bin_groups(prob: Problem, max_units: int) -> tuple[np.ndarray, int]:
+#: budget weight of EVs at sites without an export limit (see `bin_groups`)
+UNCAPPED_WEIGHT = 8.0
+
+
+def bin_groups(prob: Problem, max_units: int, uncapped_weight: float | None = None) -> tuple[np.ndarray, int]:
     """(labels, K), K close to (and at most about) max_units.
 
     1. departure class: the caller interval an EV leaves in, or "after the
@@ -90,8 +94,17 @@ def bin_groups(prob: Problem, max_units: int) -> tuple[np.ndarray, int]:
     room = (emax[:, T_last] - prob.e0) / np.maximum(prob.etac * prob.pc, 1e-9)
     ratio = np.round(4 * prob.pd / np.maximum(prob.pc, 1e-9))
     sub_lab, n_sub = _relabel(cls, prob.site, ratio)
+    # EVs behind no export limit get a larger share: when other sites sit at
+    # their limits these EVs carry the fleet's margin, and the split follows
+    # their units one by one (a site with a limit is followed as a whole)
+    w = 1.0 if uncapped_weight is None else uncapped_weight
+    if uncapped_weight is None and prob.T and np.isfinite(prob.site_exp[:, : prob.T]).any():
+        w = UNCAPPED_WEIGHT
+    capped = np.isfinite(prob.site_exp[:, : prob.T]).any(axis=1) if prob.T else np.zeros(prob.n_sites, dtype=bool)
+    ev_w = np.where(capped[prob.site], 1.0, w)
     size = np.bincount(sub_lab, minlength=n_sub)
-    budget = np.maximum(1, np.floor(max_units * size / n)).astype(np.int64)
+    wsize = np.bincount(sub_lab, weights=ev_w, minlength=n_sub)
+    budget = np.minimum(size, np.maximum(1, np.floor(max_units * wsize / ev_w.sum()))).astype(np.int64)
     k1 = np.maximum(1, np.ceil(budget / 2)).astype(np.int64)
     b1 = _rank_bins(sub_lab, spare, k1)
     lab1, n1 = _relabel(sub_lab, b1)
@@ -136,14 +149,21 @@ def split_equal(unit_power: np.ndarray, labels: np.ndarray, K: int) -> np.ndarra
 
 
 def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray,
-               follow_units_in_commitments: bool = False) -> np.ndarray:
+               follow_units_in_commitments: bool = False, follow_sites: bool = True) -> np.ndarray:
     """(N, Tx) member powers realising the (K, Tx) unit plan as closely as possible.
 
     Outside commitments members follow their unit's plan.  Inside commitments
     either the same (``follow_units_in_commitments``) followed by a fleet-level
     repair, or -- the default -- only forced charging plus the event-aware
     time-equalising rule, starting from the state the unit plan prepared
-    (pre-charge)."""
+    (pre-charge).  With ``follow_sites`` (default) the rule inside a
+    commitment first aims at the unit plan's totals -- of every site with an
+    export limit as a whole, and of every unit at a site without one (units
+    never cross sites, so these totals keep the site limits and carry the
+    LP's timing across sites: which site exports at its limit early so that
+    the EVs behind no limit keep energy for a derated hour) -- using the
+    event-aware rule inside each group, then covers what is still missing
+    fleet-wide."""
     N, Tx, T = prob.n, prob.Tx, prob.T
     P = np.zeros((N, Tx))
     e = prob.e0.copy()
@@ -153,8 +173,42 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
         block_end[a:b] = prob.end[b - 1]
     emin, _ = prob.envelope()
     T_end = max(T - 1, 0)
+    unit_site = np.zeros(K, dtype=np.int64)
+    unit_site[labels] = prob.site
+    # groups followed inside commitments: a site with an export limit as a
+    # whole (its limit binds: who exports matters less than the total), every
+    # unit on its own at a site without one
+    capped = np.isfinite(prob.site_exp[:, :T]).any(axis=1) if T else np.zeros(prob.n_sites, dtype=bool)
+    grp_of_unit = np.where(capped[unit_site], unit_site, prob.n_sites + np.arange(K))
+    _, grp_of_unit = np.unique(grp_of_unit, return_inverse=True)
+    grp_of_unit = grp_of_unit.reshape(-1)
+    n_grp = int(grp_of_unit.max(initial=-1)) + 1
+    grp = grp_of_unit[labels]
+
+    def want_chg(t, e, lo, hi):  # charging toward the need, as early as allowed
+        return np.clip(np.maximum(0.0, prob.need - e) / (prob.etac * prob.dur[t]), lo, hi)
+
+    blocks = commitment_blocks(prob)
+    next_block = np.full(Tx, -1, dtype=np.int64)
+    for k, (a, b) in enumerate(blocks):
+        prev = blocks[k - 1][1] if k else 0
+        next_block[prev:a] = k
+    # what every EV must hold at each block's end (floor, or what full-power
+    # charging after the block cannot make up)
+    blk_req = [np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - prob.end[b - 1]))
+               for a, b in blocks]
     for t in range(Tx):
         lo, hi = power_band(prob, t, e, charge_after=ca)
+        if t < T and not prob.committed[t] and next_block[t] >= 0:
+            # before a commitment: no EV is left to charge inside the block
+            # what it must hold at the block end -- charged as late as it can
+            # be before the block starts, at the latest (a unit plan that
+            # meets its summed needs may leave some members short: they would
+            # be forced to charge in the block)
+            a = blocks[next_block[t]][0]
+            h_after = np.clip(np.minimum(prob.dep, prob.start[a]) - prob.end[t], 0.0, None)
+            gap = blk_req[next_block[t]] - e - prob.etac * prob.pc * h_after
+            lo = np.minimum(hi, np.maximum(lo, gap / (prob.etac * prob.dur[t])))
         # charge what the horizon will force anyway as early as the unit allows
         ref_t = min(T_end, Tx - 1) if t < T else t
         asap = np.maximum(0.0, emin[:, max(ref_t, t)] - e) / (prob.etac * prob.dur[t])
@@ -164,6 +218,9 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
             # inside a commitment: forced charging only, then the event-aware
             # time-equalising rule from the state the unit plan prepared
             p = np.clip(0.0, lo, hi)
+            if follow_sites:
+                goal = np.bincount(grp_of_unit, weights=unit_power[:, t], minlength=n_grp)
+                p = _follow_group_totals(prob, t, e, p, lo, hi, block_end[t], goal, grp, want_chg(t, e, lo, hi))
             excess = p.sum() - prob.target[t]
             if excess > 1e-9:
                 p = p - event_reduce(prob, t, e, p, lo, hi, block_end[t], excess)
@@ -188,3 +245,41 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
         P[:, t] = p
         e = np.clip(step_energy(e, p, prob.dur[t], prob.etac, prob.etad), np.minimum(prob.lb, e), prob.cap)
     return P
+
+
+def _follow_group_totals(prob: Problem, t: int, e: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                         block_end_h: float, goal: np.ndarray, group: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Move every group's total in interval t toward `goal[g]`: down by the
+    event-aware export rule inside the group, up by charging toward the need
+    (then toward full charge)."""
+    G = goal.size
+    tot = np.bincount(group, weights=p, minlength=G)
+    down = np.maximum(0.0, tot - goal)
+    if np.any(down > 1e-9):
+        x = _group_export_reduce(prob, t, e, p, lo, block_end_h, down, group)
+        p = p - x
+        tot = np.bincount(group, weights=p, minlength=G)
+    up = goal - tot
+    if np.any(up > 1e-9):
+        want_s = np.where(up > 1e-9, goal, np.nan)
+        p = band_split(lo, np.maximum(p, want), p, want_s, group, G)
+        tot = np.bincount(group, weights=p, minlength=G)
+        if np.any(goal - tot > 1e-9):
+            want_s = np.where(goal - tot > 1e-9, goal, np.nan)
+            p = band_split(lo, hi, p, want_s, group, G)
+    return p
+
+
+def _group_export_reduce(prob: Problem, t: int, e: np.ndarray, p: np.ndarray, lo: np.ndarray,
+                         block_end_h: float, amounts: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Per-group reductions (kW) summing to `amounts[g]` where possible: the
+    event-aware time-equalising rule of `heuristics._export_reduce`, inside
+    every group separately."""
+    room = np.maximum(0.0, p - np.minimum(lo, p))
+    e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - block_end_h))
+    spare = (e - e_req) * prob.etad + np.maximum(p, 0.0) * prob.dur[t]
+    rate = prob.pd * prob.frac[:, t] + np.maximum(p, 0.0)
+    h = np.clip(np.minimum(prob.dep, block_end_h) - prob.start[t], 0.0, None)
+    spare = spare - LAX * rate * np.maximum(0.0, h - prob.dur[t])
+    return time_equalized_reduce(spare, rate, room, prob.dur[t], amounts, group, amounts.size)
+

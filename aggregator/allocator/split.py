@@ -39,7 +39,7 @@ def band_split(lo: np.ndarray, hi: np.ndarray, base: np.ndarray, total: np.ndarr
     up = np.bincount(gidx, weights=up_room, minlength=ng)
     dn = np.bincount(gidx, weights=dn_room, minlength=ng)
     delta = np.where(np.isnan(total), 0.0, total - bsum)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         th_up = np.where(delta > 0, np.clip(delta / np.where(up > 0, up, 1.0), 0.0, 1.0), 0.0)
         th_dn = np.where(delta < 0, np.clip(-delta / np.where(dn > 0, dn, 1.0), 0.0, 1.0), 0.0)
     th_up = np.where(up > 0, th_up, 0.0)
