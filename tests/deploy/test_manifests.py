@@ -97,9 +97,11 @@ def test_the_configmap_settings_load_and_enable_the_cluster():
     data["ocpp"]["security_profile"] = 0
     settings = Settings.model_validate(data)
     assert settings.cluster.enabled and settings.metrics.host == "0.0.0.0"
+    # probes and Services reach the pod's IP, not its loopback
+    assert settings.api.host == "0.0.0.0"
     assert config_map["data"]["V2X_CLUSTER_ENABLED"] == "true"
     container_toml = tomllib.loads((DEPLOY / "v2x.container.toml").read_text())
-    Settings.model_validate(container_toml)
+    assert Settings.model_validate(container_toml).api.host == "0.0.0.0"
 
 
 def test_kustomization_lists_every_manifest_but_the_secret_example():
