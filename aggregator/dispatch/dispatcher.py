@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,12 +58,27 @@ class StepReport:
     stop: bool = False                           # the shutdown hold (`Dispatcher.hold_safe`)
 
 
+def balanced_lead(before_scale: float, after_scale: float, tau_s: float) -> float:
+    """The lead, in time constants, that makes a first-order response's error the same
+    share of both intervals around a step: the earlier interval gains tau*(x - 1 + e^-x)
+    per unit step in the lead window, the later one loses tau*e^-x while settling; each
+    is divided by that interval's scale (its ask times its length). Bisection on [0, 4]."""
+    low, high = 0.0, 4.0
+    for _ in range(40):
+        x = (low + high) / 2
+        gained = (x - 1 + math.exp(-x)) / before_scale
+        lost = math.exp(-x) / after_scale
+        low, high = (x, high) if gained < lost else (low, x)
+    return (low + high) / 2
+
+
 class Dispatcher:
     def __init__(self, registry: FleetRegistry, port: ChargerPort, book: CommitmentBook, *,
                  allocator_options: AllocatorOptions = AllocatorOptions(),
                  replan_interval: timedelta = timedelta(seconds=30),
-                 response_lead: timedelta = timedelta(seconds=1),
+                 response_time: timedelta = timedelta(seconds=1),
                  entry_lead: timedelta = timedelta(seconds=4),
+                 failure_retry: timedelta = timedelta(seconds=2),
                  max_over_delivery_kw: float | None = None,
                  need_margin_kwh: float = 0.5,
                  command_deadline: timedelta = timedelta(seconds=5),
@@ -73,17 +89,19 @@ class Dispatcher:
         self.book = book
         self.options = allocator_options
         self.replan_interval = replan_interval
-        # Chargers reach a new setpoint with a first-order lag (time constant about
-        # a second). Between two committed intervals the setpoints change
-        # `response_lead` (~ one time constant) before the boundary, in both
-        # directions: the energy the earlier interval gains (or loses) in the lead
-        # window then about equals what the later one loses (or gains) while the
-        # chargers settle, ~0.37 x step x time constant on each side, instead of
-        # the whole lag falling on one interval. Into an event from no commitment
-        # the lead is `entry_lead` (nothing is owed before it, so the first
-        # interval starts on target); out of an event the switch is on time.
-        self.response_lead = response_lead
+        # Chargers reach a new setpoint with a first-order lag (`response_time`, the
+        # time constant, about a second). Between two committed intervals the
+        # setpoints change a lead before the boundary, in both directions, sized so
+        # that the energy the earlier interval gains (or loses) in the lead window
+        # and what the later one loses (or gains) while the chargers settle are the
+        # same share of each interval's ask (`balanced_lead`), plus the loop's own
+        # latency (half its step period). Into an event from no commitment the lead
+        # is `entry_lead` (nothing is owed before it, so the first interval starts
+        # on target); out of an event the switch is on time.
+        self.response_time = response_time
         self.entry_lead = entry_lead
+        self.failure_retry = failure_retry     # after a failed plan, try again this soon
+        self._step_period = timedelta(0)
         # The programme's bound on export beyond what is asked (soft in the allocator).
         self.max_over_delivery_kw = max_over_delivery_kw
         self.need_margin_kwh = need_margin_kwh
@@ -97,6 +115,7 @@ class Dispatcher:
         self._last_plan_at: datetime | None = None
         self._seen_versions: tuple[int, int] | None = None
         self._started_at: datetime | None = None
+        self._plan_failed = False
 
     # -- commitments -----------------------------------------------------------------
     def commitments(self) -> list[tuple[str, CommittedInterval]]:
@@ -111,6 +130,8 @@ class Dispatcher:
     # -- the loop --------------------------------------------------------------------------
     async def step(self, now: datetime) -> StepReport:
         self._started_at = self._started_at or now
+        if self._last_step is not None and now > self._last_step:   # the loop's period (smoothed)
+            self._step_period = (self._step_period * 3 + (now - self._last_step)) / 4
         self.registry.reconcile(now, self._started_at)
         self.registry.mark_stale(now)
         switches = self._switch_times()
@@ -126,7 +147,8 @@ class Dispatcher:
                             in_force[0] if in_force else None)
         versions = (self.registry.version, self.book.version)
         if (versions != self._seen_versions or switch_due or self._last_plan_at is None
-                or now - self._last_plan_at >= self.replan_interval):
+                or now - self._last_plan_at >= self.replan_interval
+                or (self._plan_failed and now - self._last_plan_at >= self.failure_retry)):
             # Inside a boundary's lead window, plan as from that boundary.
             effective = max((t for t, s in switches.items() if s <= now < t), default=now)
             await self._plan_and_command(now, effective, report)
@@ -143,7 +165,7 @@ class Dispatcher:
 
     def _switch_times(self) -> dict[datetime, datetime]:
         """Each commitment boundary -> when its setpoints go out: `entry_lead` early into
-        an event from no commitment, `response_lead` early between two committed
+        an event from no commitment, a balanced lead between two committed
         intervals whose ceilings differ, on time out of an event."""
         out = {}
         for t in {t for _, c in self.commitments() for t in (c.start, c.end)}:
@@ -151,9 +173,15 @@ class Dispatcher:
             before = self.committed_at(t - timedelta(microseconds=1))
             if following is None or self._ceiling_at(t) == self._ceiling_at(t - timedelta(microseconds=1)):
                 lead = timedelta(0)
+            elif before is None:
+                lead = self.entry_lead
             else:
-                lead = self.entry_lead if before is None else self.response_lead
-                # never lead by more than a quarter of either interval around the boundary
+                b, f = before[1], following[1]
+                x = balanced_lead(max(1.0, abs(b.import_ceiling_kw)) * (b.end - b.start).total_seconds(),
+                                  max(1.0, abs(f.import_ceiling_kw)) * (f.end - f.start).total_seconds(),
+                                  self.response_time.total_seconds())
+                lead = timedelta(seconds=x * self.response_time.total_seconds()) + self._step_period / 2
+            if following is not None:   # never lead by more than a quarter of either interval around it
                 lead = min(lead, (following[1].end - following[1].start) / 4)
                 if before is not None:
                     lead = min(lead, (before[1].end - before[1].start) / 4)
@@ -183,6 +211,7 @@ class Dispatcher:
             plan = None
         report.solve_seconds = time.perf_counter() - started
         report.plan, report.plan_failed = plan, plan is None
+        self._plan_failed = plan is None
         for error in (plan.errors if plan else ()):
             log.error("vehicle left out of the plan: %s", error)
         if plan is None:

@@ -55,6 +55,7 @@ RETRY_MAX = timedelta(seconds=60)
 ACCEPTANCE_SETTLE = timedelta(seconds=5)   # a charging command held this long has settled
 ACCEPTANCE_TOLERANCE_KW = 0.5
 SOC_STALE_AFTER = timedelta(seconds=60)    # no SoC for this long: no export from the vehicle
+BOOST_MIN_LEFT = timedelta(seconds=30)     # a boost's last half minute is planned as a normal need
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class _Live:
     soc_at: datetime | None = None          # when SoC was last reported
     soc_stale: bool = False
     no_export: str | None = None            # why the driver withdrew it from discharging (opt-out, boost)
+    boost_until: datetime | None = None     # boost: planned as leaving when a full-power charge ends
     confirmed: bool = True                  # False: loaded at restart, not yet re-announced by the station
     samples: list[MeterSample] = field(default_factory=list)
 
@@ -241,7 +243,7 @@ class FleetRegistry:
         live.anchor = _Anchor(energy, base_import, base_export)
         live.soc_known = info.energy_kwh is not None
         live.soc_at = ts if live.soc_known else None
-        live.soc_stale, live.no_export = False, None
+        live.soc_stale, live.no_export, live.boost_until = False, None, None
         live.session = PlugSession(vehicle_id=vehicle_id, station_id=live.station.id, arrived_at=ts,
                                    departs_at=departs, energy_at_arrival_kwh=energy, need_kwh=need)
         live.online = True
@@ -289,6 +291,7 @@ class FleetRegistry:
                      live.plug.need_kwh)
         live.session, live.spec, live.plug, live.anchor, live.soc_known = None, None, None, None, False
         live.charge_cap_kw, live.soc_at, live.soc_stale, live.no_export = None, None, False, None
+        live.boost_until = None
         self.version += 1
 
     def _spec_for(self, live: _Live, vehicle_id: str, info: VehicleInfo) -> VehicleSpec:
@@ -339,7 +342,7 @@ class FleetRegistry:
 
     # -- drivers ------------------------------------------------------------------------------
     def driver_update(self, vehicle_id: str, *, departs_at: datetime | None = None, need_kwh: float | None = None,
-                      boost: bool = False, opt_out: bool = False) -> None:
+                      boost: bool = False, opt_out: bool = False, now: datetime | None = None) -> None:
         """A driver's change to a plugged-in vehicle's session (the HTTP API calls this):
         an earlier or later departure, a new energy need, a boost (charge as soon as possible
         to a full battery, or to `need_kwh`, with no export) or an opt-out from discharging
@@ -358,6 +361,10 @@ class FleetRegistry:
         live.session.departs_at, live.session.need_kwh = departs, need
         if boost or opt_out:
             live.no_export = "boost" if boost else "opt-out"
+        if boost:   # full power from now: plan it as if it left when that charge is done
+            now = now or self._latest_ts() or plug.arrived_at
+            missing = max(0.0, need - self.energy_kwh(live))
+            live.boost_until = now + timedelta(hours=missing / max(1e-6, spec.max_charge_kw * spec.eta_charge))
         log.info("driver of %s: departs %s, needs %.1f kWh%s", vehicle_id, departs.isoformat(), need,
                  f", {live.no_export}" if live.no_export else "")
         self._pending.append(live.session)
@@ -426,8 +433,14 @@ class FleetRegistry:
 
     def snapshot(self, now: datetime) -> list[MemberState]:
         """The vehicles the plan may use now (connected, accepting commands, not yet due to leave)."""
-        return [MemberState(self._planned_spec(live), live.plug, self.energy_kwh(live), live.station.id)
-                for live in self.available(now)]
+        return [MemberState(self._planned_spec(live), self._planned_plug(live, now), self.energy_kwh(live),
+                            live.station.id) for live in self.available(now)]
+
+    @staticmethod
+    def _planned_plug(live: _Live, now: datetime) -> PlugIn:
+        if live.boost_until is not None and now + BOOST_MIN_LEFT < live.boost_until < live.plug.departs_at:
+            return replace(live.plug, departs_at=live.boost_until)
+        return live.plug
 
     @staticmethod
     def _planned_spec(live: _Live) -> VehicleSpec:

@@ -66,10 +66,30 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path):
-    h = Harness(f"sqlite:///{tmp_path / 'ledger.db'}")
+def harness(database_url):
+    h = Harness(database_url)
     yield h
     h.app.engine.dispose()
+
+
+class Recorder:
+    """A step observer keeping every report (what was commanded, planned, metered)."""
+
+    def __init__(self):
+        self.reports = []
+
+    def observe(self, report):
+        self.reports.append(report)
+
+    def commands_to(self, station_id, since=None):
+        return [(r.at, sp.power_kw, res.ack) for r in self.reports for sp, res in r.commands
+                if sp.station_id == station_id and (since is None or r.at >= since)]
+
+
+def recorder(harness) -> Recorder:
+    rec = Recorder()
+    harness.app.dispatcher.observers.append(rec)
+    return rec
 
 
 def test_committed_export_is_delivered_and_metered(harness):
@@ -83,10 +103,10 @@ def test_committed_export_is_delivered_and_metered(harness):
     assert [i.committed_export_kw for i in summary.intervals] == [120.0, 300.0, 200.0]
     for interval in summary.intervals:
         assert interval.coverage == pytest.approx(1.0)
-        # within the charger response at the edges; the switch to a bigger ask
-        # goes out a few seconds early, so an interval may over-deliver a little
-        assert 0.92 <= interval.delivered_export_kw / interval.committed_export_kw <= 1.15
-    assert summary.performance_ratio == pytest.approx(1.0, abs=0.05)
+        # the chargers' ~1 s response is split between the intervals on either side of a
+        # boundary (balanced lead), so no interval is more than 2 % off, up or down
+        assert 0.98 <= interval.delivered_export_kw / interval.committed_export_kw <= 1.02
+    assert summary.performance_ratio == pytest.approx(1.0, abs=0.01)
     # once the event is over, the gauge shows settlement's figure, not a second computation
     gauge = harness.app.metrics.performance_ratio.labels(program="v2x-summer")._value.get()
     assert gauge == pytest.approx(summary.performance_ratio, abs=1e-9)
@@ -122,24 +142,198 @@ def test_impossible_commitment_is_dispatched_best_effort_with_shortfall(harness)
     assert summary.performance_ratio < 0.5     # and the shortfall is reported, not hidden
 
 
-def test_a_vanishing_charger_is_replanned_around(harness):
+def test_a_vanishing_charger_is_replanned_around_and_used_again_when_back(harness):
+    """A bus cut off mid-event stops discharging when its setpoint's validity ends (the
+    station's own fallback); only a re-plan makes the others cover for it. Offline from
+    45 s to 105 s: interval 2 (70-100 s) lies wholly after its validity ran out."""
     victim = "cp-school-bus-01"
+    harness.app.dispatcher.command_validity = timedelta(seconds=20)
+    harness.app.dispatcher.replan_interval = timedelta(seconds=10)
+    rec = recorder(harness)
+    power, fleet_power = {}, {}
+    event = dispatch_event("e2", T0 + timedelta(seconds=10), [300.0] * 4)
 
     async def scenario():
         await harness.run_until(T0 + timedelta(seconds=5))
-        event = dispatch_event("e2", T0 + timedelta(seconds=10), [300.0, 300.0])
         await harness.offer(event)
 
         def pull_plug(now):
+            power[now] = harness.fleet.stations[victim].power_kw
+            fleet_power[now] = sum(s.power_kw for s in harness.fleet.stations.values())
             if now >= T0 + timedelta(seconds=45):
-                harness.fleet.set_online(victim, now >= T0 + timedelta(seconds=60))
+                harness.fleet.set_online(victim, now >= T0 + timedelta(seconds=105))
         await harness.run_until(end_of(event) + timedelta(seconds=5), every=pull_plug)
-        return summarize_event(harness.app.engine, "e2")
-    summary = asyncio.run(scenario())
-    # the others covered for the missing bus while it was offline
-    assert summary.intervals[1].delivered_export_kw == pytest.approx(300.0, rel=0.1)
+    asyncio.run(scenario())
+    # the bus carried a real share before it vanished, and stopped once its setpoint expired
+    assert power[T0 + timedelta(seconds=44)] < -20.0
+    assert power[T0 + timedelta(seconds=70)] == pytest.approx(0.0, abs=0.5)
+
+    def exported(start_s, end_s):   # what the fleet physically exported (an offline meter sends no
+        span = [-kw for t, kw in fleet_power.items()   # readings, so settlement spreads its energy)
+                if T0 + timedelta(seconds=start_s) <= t < T0 + timedelta(seconds=end_s)]
+        return sum(span) / len(span)
+    # while it was gone the others covered for it (without a re-plan: 240 kW) ...
+    assert exported(70, 100) == pytest.approx(300.0, rel=0.01)
+    # ... and once back it was planned to discharge again, and did
+    back = [kw for at, kw, ack in rec.commands_to(victim, since=T0 + timedelta(seconds=106)) if at < end_of(event)]
+    assert back and min(back) < -20.0
+    assert power[T0 + timedelta(seconds=125)] < -20.0
+    assert exported(102, 130) == pytest.approx(300.0, rel=0.01)
     metrics = harness.app.metrics
     assert metrics.chargers_connected._value.get() == metrics.chargers_total._value.get()  # back again
+
+
+def test_the_programme_over_delivery_bound_reaches_the_allocator(harness, monkeypatch):
+    import aggregator.dispatch.dispatcher as dispatcher_module
+    seen = []
+    real = dispatcher_module.allocate
+
+    def spy(fleet, targets, options):
+        seen.append(targets.max_over_delivery_kw)
+        return real(fleet, targets, options)
+    monkeypatch.setattr(dispatcher_module, "allocate", spy)
+    app = Aggregator(Settings.model_validate({"database": {"url": harness.app.settings.database.url},
+                                              "metrics": {"port": 0}, "program": {"max_over_delivery_kw": 7.5}}),
+                     clock=lambda: T0)
+    try:
+        fleet = start_simulated_fleet(app, app.settings, T0, resume=True)
+        fleet.advance(T0)
+        asyncio.run(app.dispatcher.step(T0))
+    finally:
+        app.engine.dispose()
+    assert seen and set(seen) == {7.5}
+
+
+def test_an_allocator_failure_holds_every_station_at_zero_and_the_loop_goes_on(harness, monkeypatch):
+    import aggregator.dispatch.dispatcher as dispatcher_module
+    rec = recorder(harness)
+    failing = {"on": False}
+    real = dispatcher_module.allocate
+
+    def flaky(fleet, targets, options):
+        if failing["on"]:
+            raise RuntimeError("solver crashed")
+        return real(fleet, targets, options)
+    monkeypatch.setattr(dispatcher_module, "allocate", flaky)
+
+    async def scenario():
+        await harness.run_until(T0 + timedelta(seconds=5))
+        event = dispatch_event("f1", T0 + timedelta(seconds=10), [300.0] * 3)
+        await harness.offer(event)
+        await harness.run_until(T0 + timedelta(seconds=20))
+        failing["on"] = True
+        await harness.run_until(T0 + timedelta(seconds=50))
+        failing["on"] = False
+        await harness.run_until(T0 + timedelta(seconds=70))
+    asyncio.run(scenario())
+    failed = [r for r in rec.reports if r.plan_failed]
+    assert failed and all(T0 + timedelta(seconds=20) <= r.at < T0 + timedelta(seconds=50) for r in failed)
+    held = [sp.power_kw for r in failed for sp, _ in r.commands]
+    assert len(held) >= len(harness.fleet.stations) and set(held) == {0.0}   # every station, no discharge
+    assert harness.app.metrics.allocator_failures._value.get() == len(failed)
+    # the loop kept metering while the allocator was down, and planned again afterwards
+    assert any(r.samples for r in rec.reports if T0 + timedelta(seconds=25) < r.at < T0 + timedelta(seconds=50))
+    after = [r for r in rec.reports if r.planned and r.at >= T0 + timedelta(seconds=50)]
+    assert after and not after[0].plan_failed and after[0].plan.fleet_kw[0] == pytest.approx(-300.0, abs=1.0)
+    fleet_kw = sum(s.power_kw for s in harness.fleet.stations.values())
+    assert fleet_kw == pytest.approx(-300.0, abs=15.0)
+
+
+def test_stale_soc_means_no_export_from_that_vehicle_and_its_need_still_charged(harness):
+    victim = "cp-school-bus-07"
+    harness.app.registry.soc_stale_after = timedelta(seconds=15)
+    rec = recorder(harness)
+
+    async def scenario():
+        await harness.run_until(T0 + timedelta(seconds=5))
+        event = dispatch_event("s1", T0 + timedelta(seconds=10), [250.0] * 4)
+        await harness.offer(event)
+        await harness.run_until(T0 + timedelta(seconds=30))
+        assert min(kw for _, kw, _ in rec.commands_to(victim)) < -10.0   # it was exporting
+        harness.fleet.stations[victim].reports_soc = False               # its SoC telemetry is lost
+        await harness.run_until(T0 + timedelta(seconds=100))
+        harness.fleet.stations[victim].reports_soc = True
+        await harness.run_until(end_of(event) + timedelta(seconds=5))
+        return summarize_event(harness.app.engine, "s1")
+    summary = asyncio.run(scenario())
+    stale_from = T0 + timedelta(seconds=30 + 15 + 5)   # last SoC reading + the staleness limit
+    during = [kw for at, kw, _ in rec.commands_to(victim, since=stale_from) if at < T0 + timedelta(seconds=100)]
+    assert during and min(during) >= 0.0               # no export from energy we cannot see
+    live = harness.app.registry.stations[victim]
+    assert not live.soc_stale                           # fresh SoC again: it may export again
+    [planned] = [m for m in harness.app.registry.snapshot(harness.now) if m.station_id == victim]
+    assert planned.spec.max_discharge_kw == pytest.approx(harness.fleet.stations[victim].vehicle.max_discharge_kw)
+    for interval in summary.intervals:                  # the others covered
+        assert 0.98 <= interval.delivered_export_kw / interval.committed_export_kw <= 1.02
+
+
+def test_driver_changes_are_replanned_at_the_next_step(harness):
+    rec = recorder(harness)
+    registry = harness.app.registry
+    out = {}
+
+    async def scenario():
+        await harness.run_until(T0 + timedelta(seconds=5))
+        event = dispatch_event("d1", T0 + timedelta(seconds=10), [300.0] * 4)
+        await harness.offer(event)
+        await harness.run_until(T0 + timedelta(seconds=30))
+        assert min(kw for _, kw, _ in rec.commands_to("cp-school-bus-08")) < -10.0
+        registry.driver_update("school-bus-08", opt_out=True)
+        registry.driver_update("school-bus-04", boost=True, now=harness.now)
+        leaves = harness.now + timedelta(seconds=90)
+        bus5 = harness.fleet.stations["cp-school-bus-05"]
+        need = bus5.energy_kwh + 1.0      # leaves early, wants a little more than it has
+        registry.driver_update("school-bus-05", departs_at=leaves, need_kwh=need)
+        harness.fleet.departures["cp-school-bus-05"] = leaves   # the driver really goes then
+        out["at"], out["need"] = harness.now, need
+        await harness.run_until(harness.now + TICK)             # one step
+        await harness.run_until(end_of(event) + timedelta(seconds=5))
+        return summarize_event(harness.app.engine, "d1")
+    summary = asyncio.run(scenario())
+    at = out["at"]
+    step = [r for r in rec.reports if r.at == at]
+    assert step and step[0].planned                                    # re-planned at once
+    commanded = {sp.station_id: sp.power_kw for sp, _ in step[0].commands}
+    assert commanded["cp-school-bus-08"] >= 0.0                        # opted out: no export
+    bus4 = harness.fleet.stations["cp-school-bus-04"].vehicle
+    assert commanded["cp-school-bus-04"] == pytest.approx(bus4.max_charge_kw, rel=0.02)   # boost: full charge
+    assert min(kw for _, kw, _ in rec.commands_to("cp-school-bus-08", since=at)) >= 0.0
+    departures = {v: (energy, need) for v, _at, energy, need in registry.departures}
+    energy, need = departures["school-bus-05"]
+    assert need == pytest.approx(out["need"]) and energy >= need - 0.1   # the earlier departure got its need
+    ratios = [i.delivered_export_kw / i.committed_export_kw for i in summary.intervals]
+    # the rest covered: the interval of the change loses the chargers' response to a
+    # 180 kW swing (bus 8 stops exporting, bus 4 charges at full power), and the one bus 5
+    # leaves in is planned as an average from each re-plan on (what it took before its
+    # departure is not made up afterwards): up to 5 % in those two, none in the others
+    assert 0.95 <= ratios[0] <= 1.02 and 0.95 <= ratios[3] <= 1.02, ratios
+    for ratio in ratios[1:3]:
+        assert 0.98 <= ratio <= 1.02, ratios
+
+
+def test_an_event_the_fleet_can_no_longer_serve_gets_a_later_opt_out(database_url):
+    app = Aggregator(Settings.model_validate({"database": {"url": database_url}, "metrics": {"port": 0},
+                                              "program": {"min_coverage_to_opt_in": 0.9}}), clock=lambda: h.now)
+    h = Harness.__new__(Harness)
+    h.now, h.app, h._requests = T0, app, 0
+    h.fleet = start_simulated_fleet(app, app.settings, T0)
+    try:
+        async def scenario():
+            await h.run_until(T0 + timedelta(seconds=5))
+            bound = float(app.registry.export_bound_kw(h.now, [30 / 3600])[0])
+            event = dispatch_event("o1", T0 + timedelta(seconds=10), [0.95 * bound] * 4)
+            assert await h.offer(event) == "optIn"
+            await h.run_until(T0 + timedelta(seconds=20))
+            assert app.ven.engine.opt_changes() == []
+            for live in list(app.registry.plugged()):   # the school buses' drivers opt out
+                if live.session.vehicle_id.startswith("school-bus"):
+                    app.registry.driver_update(live.session.vehicle_id, opt_out=True)
+            await h.run_until(T0 + timedelta(seconds=21))
+            return app.ven.engine.opt_changes()
+        changes = asyncio.run(scenario())
+    finally:
+        app.engine.dispose()
+    assert [(c.event_id, c.opt_type) for c in changes] == [("o1", "optOut")]
 
 
 def test_departing_drivers_get_their_energy(harness):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from aggregator.chargers.port import Ack, MeterSample, SessionEnded, SessionStarted, Setpoint
+from aggregator.chargers.port import Ack, MeterSample, SessionEnded, SessionStarted, Setpoint, StationOnline
 from aggregator.fleet import VehicleSpec
 from sim.station import Behaviour, SimulatedStation
 from sim.stations import SimulatedStations
@@ -117,6 +117,6 @@ def test_network_ends_the_session_at_departure_with_a_last_sample():
     net.plug_in_all()
     net.advance(T0 + timedelta(minutes=5))
     kinds = [type(e) for e in sink.events]
-    assert kinds[0] is SessionStarted and kinds[-1] is SessionEnded
+    assert kinds[:2] == [StationOnline, SessionStarted] and kinds[-1] is SessionEnded   # boots online first
     assert kinds[-2] is MeterSample and sink.events[-2].ts == T0 + timedelta(minutes=1)
     assert not any(isinstance(e, MeterSample) and e.ts > T0 + timedelta(minutes=1) for e in sink.events)
