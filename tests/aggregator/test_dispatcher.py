@@ -379,3 +379,26 @@ def test_ledger_rows_survive_a_database_outage(harness, monkeypatch):
     # a reading every 5 s from 0 to 20 s, none lost while the database was down
     expected = {T0 + timedelta(seconds=s) for s in (0, 5, 10, 15, 20)}
     assert expected <= {t.replace(tzinfo=timezone.utc) for t in stamps}
+
+
+def test_events_listing_says_whether_each_event_is_dispatched_now(harness):
+    from ven.listing import events_json, format_events, list_events
+
+    async def scenario():
+        await harness.run_until(T0 + timedelta(seconds=5))
+        # one distribute carries both (an event left out of a later distribute is cancelled)
+        responses = harness.app.ven.engine.on_distribute("req-both", [
+            dispatch_event("real", T0 + timedelta(seconds=20), [100.0]),
+            dispatch_event("drill", T0 + timedelta(seconds=60), [100.0], test_event=True)])
+        assert [r.opt_type for r in responses] == ["optIn", "optIn"]
+        await harness.run_until(T0 + timedelta(seconds=10))
+    asyncio.run(scenario())
+    before = {e["event_id"]: e["dispatched"] for e in list_events(harness.app.engine, now=T0 + timedelta(seconds=10))}
+    during = {e["event_id"]: e["dispatched"] for e in list_events(harness.app.engine, now=T0 + timedelta(seconds=30))}
+    drill = {e["event_id"]: e["dispatched"] for e in list_events(harness.app.engine, now=T0 + timedelta(seconds=70))}
+    assert before == {"real": False, "drill": False}     # not started yet
+    assert during == {"real": True, "drill": False}
+    assert drill == {"real": False, "drill": False}      # over; a test event moves no energy
+    listed = list_events(harness.app.engine, now=T0 + timedelta(seconds=30))
+    assert '"dispatched": true' in events_json(listed)
+    assert "dispatched: true" in format_events(listed) and "dispatched: false" in format_events(listed)

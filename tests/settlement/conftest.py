@@ -1,5 +1,6 @@
 """Database fixture for settlement tests: SQLite always, PostgreSQL too when
-V2X_TEST_POSTGRES_URL is set (each test in its own schema, dropped after)."""
+V2X_TEST_POSTGRES_URL is set (each test in its own schema, dropped after); in CI
+(CI=true) a missing PostgreSQL fails instead of skipping."""
 from __future__ import annotations
 
 import os
@@ -20,6 +21,8 @@ def db_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
     if not POSTGRES_URL:
+        if os.environ.get("CI") == "true":   # CI runs PostgreSQL: a missing URL is a failure there
+            pytest.fail("V2X_TEST_POSTGRES_URL is not set in CI")
         pytest.skip("V2X_TEST_POSTGRES_URL not set")
     schema = f"settle_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(normalise_url(POSTGRES_URL))
