@@ -21,6 +21,8 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
+import websockets
+
 from aggregator.fleet import VehicleSpec
 from sim.station import SimulatedStation
 
@@ -52,7 +54,7 @@ async def run(url: str, first: int, count: int, concurrency: int, dynamic: bool)
                 try:
                     await client.connect(url, open_timeout=120)
                     return
-                except OSError:
+                except (OSError, websockets.InvalidMessage, websockets.InvalidHandshake):
                     await asyncio.sleep(0.2 * (attempt + 1))
             await client.connect(url, open_timeout=120)
     await asyncio.gather(*(connect(c) for c in clients))
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="the CSMS URL without the station id")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=500, help="connections opening at once")
+    parser.add_argument("--concurrency", type=int, default=200, help="connections opening at once")
     parser.add_argument("--absolute", action="store_true", help="stations that take Absolute profiles only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)

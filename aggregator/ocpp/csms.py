@@ -59,7 +59,8 @@ class Csms:
     def __init__(self, sink: StationEventSink, directory: StationDirectory, *, host: str = "127.0.0.1",
                  port: int = 9000, security_profile: int = 0, ssl_context: ssl.SSLContext | None = None,
                  command_timeout: float = 10.0, validate_outgoing: bool = False, clock=_utc_now,
-                 commitment_in_force=None, dynamic_profiles: bool = True, resync_timeout: float = 10.0):
+                 commitment_in_force=None, dynamic_profiles: bool = True, resync_timeout: float = 10.0,
+                 open_timeout: float = 60.0):
         self.sink = sink
         self.directory = directory
         self.host, self.port = host, port
@@ -71,6 +72,7 @@ class Csms:
         self.commitment_in_force = commitment_in_force   # (valid_from, valid_until) -> bool, or None
         self.dynamic_profiles = dynamic_profiles
         self.resync_timeout = resync_timeout
+        self.open_timeout = open_timeout   # a reconnect storm of thousands must not time out its own handshakes
         self.connections: dict = {}
         self.states: dict[str, StationState] = {}
         self.resyncs_done = 0
@@ -88,7 +90,7 @@ class Csms:
         self._server = await serve(self._serve, self.host, self.port, subprotocols=list(SUBPROTOCOLS),
                                    process_request=make_process_request(self.directory, self.security_profile),
                                    ssl=self.ssl_context, ping_interval=60, ping_timeout=60,
-                                   max_size=2 ** 20, compression=None)
+                                   max_size=2 ** 20, compression=None, open_timeout=self.open_timeout)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
