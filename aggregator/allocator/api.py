@@ -191,6 +191,12 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
                 # (departure shortfall, commitment shortfall, cost)
                 unit_power = res.power if edges is None else expand(prob, edges, labels, K, res.charge, res.discharge)
                 P = split_plan(prob, labels, K, unit_power)
+                if np.isfinite(prob.site_exp[:, : prob.T]).any():
+                    # following the LP's site totals inside commitments wins on
+                    # events and loses on some flat commitments: keep the better
+                    Q = split_plan(prob, labels, K, unit_power, follow_sites=False)
+                    if _score(prob, Q) < _score(prob, P):
+                        P = Q
                 if G is None:
                     G = greedy_plan(prob)
                 if _score(prob, G) < _score(prob, P):

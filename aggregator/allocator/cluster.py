@@ -218,7 +218,7 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
             # inside a commitment: forced charging only, then the event-aware
             # time-equalising rule from the state the unit plan prepared
             p = np.clip(0.0, lo, hi)
-            if follow_sites:
+            if follow_sites and capped.any():
                 goal = np.bincount(grp_of_unit, weights=unit_power[:, t], minlength=n_grp)
                 p = _follow_group_totals(prob, t, e, p, lo, hi, block_end[t], goal, grp, want_chg(t, e, lo, hi))
             excess = p.sum() - prob.target[t]
