@@ -20,12 +20,16 @@ Methods (``AllocatorOptions.method``)
 "cluster"      EVs binned by (departure, headroom, need/room, discharge ratio,
                site) into a few hundred units, unit LP with per-site rows,
                event-aware split that keeps every site within its limits
-               (cluster.py).
+               and, inside commitments, follows the LP's per-site totals
+               (cluster.py).  Long horizons: the unit LP runs on merged
+               periods (uncommitted stretches with equal limits and prices,
+               timegrid.py), its plan spread back onto the intervals.
 "greedy"       event-aware rule; also the fallback when the solver exceeds
                ``time_budget_s`` (method reported as "greedy-fallback").
 "proportional", "llf"  baselines (heuristics.py).
 "auto"         "lp" when the fleet has at most ``lp_max_evs`` distinct EVs,
-               else "cluster".
+               else the greedy plan when it meets every commitment and need
+               (no prices), else the best of the cluster splits and greedy.
 
 Objective order: departure energy (hard when feasible) >> commitment shortfall
 >> price >> battery wear >> fairness (identical EVs get identical shares;
