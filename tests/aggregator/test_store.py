@@ -54,3 +54,27 @@ def test_events_sessions_and_intervals_round_trip(database_url):
         session = db.exec(select(PlugSession)).one()
         assert session.need_kwh == 160 and session.left_at is None
     engine.dispose()
+
+
+def test_a_large_ledger_batch_is_idempotent_too(database_url):
+    """The bulk path (PostgreSQL: COPY into a temporary table; SQLite: executemany) skips rows
+    already in the ledger and repeats inside the batch, and counts only the new ones; two large
+    batches in one transaction work too."""
+    from aggregator.store import db as store_db
+    engine = make_engine(database_url)
+    first = [reading(f"cp-{i}", 0, 0.1) for i in range(store_db.COPY_MIN_ROWS + 50)]
+    with Session(engine) as db:
+        assert insert_meter_readings(db, first) == len(first)
+        db.commit()
+    again = first[:100] + [reading(f"cp-{i}", 10, 0.2) for i in range(300)] + [reading("cp-0", 10, 9.9)]
+    later = [reading(f"cp-{i}", 20, 0.3) for i in range(store_db.COPY_MIN_ROWS)]
+    with Session(engine) as db:
+        assert insert_meter_readings(db, again) == 300
+        assert insert_meter_readings(db, later) == len(later)
+        db.commit()
+        rows = meter_readings(db, "cp-0")
+    assert [(r.ts - T0).total_seconds() for r in rows] == [0, 10, 20]
+    assert rows[1].energy_export_kwh == 0.2          # the first of a repeated (source, ts) stays
+    with Session(engine) as db:
+        assert len(db.exec(select(MeterReading)).all()) == len(first) + 300 + len(later)
+    engine.dispose()
