@@ -181,11 +181,13 @@ def worker(args, n: int, T: int) -> list[dict]:
             opts = AllocatorOptions(method="auto")
             allocate(fleet, tg, opts)  # warm-up (imports, caches)
             times = []
+            load = os.getloadavg()[0]
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
                 plan = allocate(fleet, tg, opts)
                 times.append(time.perf_counter() - t0)
-            row.update(used=plan.method, total=statistics.median(times), short=100 * plan.shortfall_kwh(tg.durations_h) / committed,
+            load = max(load, os.getloadavg()[0])
+            row.update(used=plan.method, total=statistics.median(times), load=load, short=100 * plan.shortfall_kwh(tg.durations_h) / committed,
                        dep=float(plan.departure_shortfall_kwh.sum()) - dep0, viol=site_violation_kw(fleet, tg, plan))
             for m in BASELINES:
                 p = allocate(fleet, tg, AllocatorOptions(method=m))
@@ -194,7 +196,7 @@ def worker(args, n: int, T: int) -> list[dict]:
             row["rss"] = rss_mb()
             rows.append(row)
             gap = "n/a" if row["lp"] is None else f"{row['short'] - row['lp']:.3f}"
-            print(f"      {fam:<17s} N={n:>6d} T={T:>2d} seed={seed}: {row['total']:.3f} s, short {row['short']:.3f} %, "
+            print(f"      {fam:<17s} N={n:>6d} T={T:>2d} seed={seed}: {row['total']:.3f} s (load {load:.1f}), short {row['short']:.3f} %, "
                   f"gap LP {gap} pp, bound {row['short'] - bound:.3f} pp ({time.perf_counter() - t_case:.0f} s)",
                   file=sys.stderr, flush=True)
     return rows
@@ -209,7 +211,7 @@ def seeds_for(args, n: int) -> int:
 def summarize(rows: list[dict]) -> list[str]:
     """Per family, N and T: median and worst case over seeds, MET / NOT met."""
     out = []
-    head = (f"{'family':<17s} {'N':>7s} {'T':>3s} {'k':>2s} {'used':<15s} {'time s med/worst':>17s} "
+    head = (f"{'family':<17s} {'N':>7s} {'T':>3s} {'k':>2s} {'used':<15s} {'time s med/worst':>17s} {'load':>4s} "
             f"{'gap pp med/worst':>17s} {'vs':<5s} {'gapBnd worst':>12s} {'viol kW':>7s} {'depkWh':>7s} "
             f"{'greedy/prop/llf short% (gap)':>30s}  verdict")
     out.append(head)
@@ -239,8 +241,9 @@ def summarize(rows: list[dict]) -> list[str]:
         verdict.append("limits " + ("MET" if viol <= VIOLATION_TOL_KW else "NOT met"))
         verdict.append("drivers " + ("MET" if dep <= 1e-3 * max(1.0, n / 100) else "NOT met"))
         used = ",".join(sorted({r["used"] for r in rs}))
+        load = max(r.get("load", float("nan")) for r in rs)
         out.append(f"{fam:<17s} {n:>7d} {T:>3d} {len(rs):>2d} {used[:15]:<15s} "
-                   f"{statistics.median(times):8.3f}/{max(times):8.3f} {statistics.median(gaps):8.3f}/{max(gaps):8.3f} "
+                   f"{statistics.median(times):8.3f}/{max(times):8.3f} {load:4.1f} {statistics.median(gaps):8.3f}/{max(gaps):8.3f} "
                    f"{'LP' if use_lp else 'bound':<5s} {gb:12.3f} {viol:7.4f} {dep:7.2f} {base + ' (' + base_gap + ')':>30s}  "
                    + ", ".join(verdict))
     return out
@@ -278,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     for T in horizons:
         sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else SIZES).get(T, [])
         configs += [(n, T) for n in sizes if any(T in FAMILIES[f][0] for f in args.families)]
-    print(f"allocator benchmark: {os.cpu_count()} CPUs, families {','.join(args.families)}, repeats={args.repeats}, "
+    print(f"allocator benchmark: {os.cpu_count()} CPUs, load average {'/'.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"(1/5/15 min) at start, families {','.join(args.families)}, repeats={args.repeats}, "
           f"reference LP up to N={args.full_lp_max} (T=16) / {args.full_lp_max96} (T=96), cache {args.out}/lp_cache",
           flush=True)
     all_rows: list[dict] = []
@@ -299,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("per family (method auto; median / worst over seeds; gap = shortfall % of committed energy minus the")
     print("reference's, in percentage points; 'vs' = reference: the cached per-EV LP optimum where it solved for")
-    print("every seed, else the closed-form bound; baselines: median shortfall % and (gap))")
+    print("every seed, else the closed-form bound; baselines: median shortfall % and (gap); load = highest 1-min")
+    print("load average seen while that row was timed -- on this 2-core machine a load above ~1 slows the timings)")
+    print(f"load average at the end: {'/'.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min)")
     for line in summarize(all_rows):
         print(line)
     out = Path(args.out)
