@@ -83,12 +83,17 @@ def _read(name_or_path: str) -> tuple[str, str]:
 
 
 def load_scenario(name_or_path: str, now: datetime) -> Scenario:
-    """Vehicles with sessions anchored at `now` (departures are relative in the file)."""
+    """Vehicles with sessions anchored at `now` (departures are relative in the file).
+
+    A scenario archetype of the library (`archetype = …`, e.g. `workplace`) gives the
+    fleet as it stands at the busiest moment of one generated weekday, moved to `now`."""
     where, text = _read(name_or_path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(f"{where} is not valid TOML: {err}") from None
+    if "archetype" in raw:
+        return _from_archetype(name_or_path, now)
     try:
         parsed = ScenarioFile.model_validate(raw)
     except ValidationError as err:
@@ -104,6 +109,39 @@ def load_scenario(name_or_path: str, now: datetime) -> Scenario:
                          need_kwh=v.capacity_kwh * v.need_pct / 100)
         vehicles.append(ScenarioVehicle(spec, session, v.capacity_kwh * v.soc_pct / 100))
     return Scenario(parsed.name, tuple(vehicles))
+
+
+def _from_archetype(name_or_path: str, now: datetime, seed: int = 0) -> Scenario:
+    """One generated weekday of the archetype (sim/history.py, its documented distributions):
+    the vehicles plugged in at that day's busiest moment, with their remaining dwell and
+    their energy then (charged at full power since arrival, as the bound assumes)."""
+    from datetime import date
+
+    import numpy as np
+
+    from sim.history import generate_history, load_archetype
+    arch = load_archetype(name_or_path)
+    day = date(2025, 7, 16)   # a summer Wednesday: school-bus depots have their summer pattern
+    table = generate_history(arch, day, day, seed=seed)
+    if len(table) == 0:
+        raise ScenarioError(f"scenario {name_or_path}: the generated day has no sessions")
+    moments = np.unique(table.arrived_s)
+    present = [(np.sum((table.arrived_s <= t) & (table.departs_s > t + 1800)), t) for t in moments]
+    _count, t = max(present)
+    here = np.flatnonzero((table.arrived_s <= t) & (table.departs_s > t + 1800))
+    vehicles = []
+    for i in here:
+        vid = str(table.vehicle_id[i])
+        capacity = float(table.capacity_kwh[i])
+        charged = float(table.eta_charge[i] * table.max_charge_kw[i] * (t - table.arrived_s[i]) / 3600)
+        energy = min(capacity, float(table.energy_at_arrival_kwh[i]) + charged)
+        spec = VehicleSpec(id=vid, kind=str(table.kind[i]), capacity_kwh=capacity,
+                           floor_kwh=float(table.floor_kwh[i]), max_charge_kw=float(table.max_charge_kw[i]),
+                           max_discharge_kw=float(table.max_discharge_kw[i]), eta_charge=float(table.eta_charge[i]),
+                           eta_discharge=float(table.eta_discharge[i]), site=int(table.site[i]))
+        departs = now + timedelta(seconds=float(table.departs_s[i] - t))
+        vehicles.append(ScenarioVehicle(spec, PlugIn(vid, now, departs, float(table.need_kwh[i])), energy))
+    return Scenario(arch.name, tuple(vehicles))
 
 
 def _describe(error: dict, raw: dict) -> str:

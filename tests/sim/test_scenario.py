@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -86,3 +86,17 @@ def test_demo_with_a_malformed_scenario_exits_non_zero(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert "vehicle car-1: capacity_kwh" in run.stderr
+
+
+@pytest.mark.parametrize("archetype", ["school_bus_depot", "workplace", "residential_evenings"])
+def test_the_library_archetypes_are_demo_fleets_too(archetype):
+    """`fleet.scenario = "workplace"` (or `v2x demo` with V2X_SCENARIO) plugs in the archetype's
+    fleet at the busiest moment of a generated day: valid vehicles, future departures."""
+    now = datetime(2026, 7, 15, 18, tzinfo=timezone.utc)
+    scenario = load_scenario(archetype, now)
+    assert len(scenario.vehicles) >= 5
+    for v in scenario.vehicles:
+        assert v.session.departs_at > now + timedelta(minutes=29)
+        assert v.spec.floor_kwh <= v.energy_kwh <= v.spec.capacity_kwh
+        assert 0 <= v.session.need_kwh <= v.spec.capacity_kwh
+    assert len({v.spec.id for v in scenario.vehicles}) == len(scenario.vehicles)
