@@ -26,6 +26,7 @@ bench: $(STAMP)  ## benchmark tables (minutes; not part of the tests)
 	$(BIN)/v2x bench allocator
 	$(BIN)/v2x bench ven
 	$(BIN)/v2x bench ocpp
+	$(BIN)/v2x bench ingest
 
 clean:
 	rm -rf $(VENV) out *.egg-info

@@ -94,6 +94,9 @@ def _bench(args, settings: Settings) -> int:
     if args.what == "ocpp":   # N stations on one CSMS: connect, fan-out until acknowledged, memory
         from benchmarks.ocpp import main as ocpp_bench
         return ocpp_bench(args.bench_args)
+    if args.what == "ingest":   # meter samples of 10,000 vehicles into PostgreSQL (benchmarks/ingest.py)
+        from benchmarks.ingest import main as ingest_bench
+        return ingest_bench(args.bench_args)
     if args.what == "ven":   # oadrDistributeEvent arriving -> every setpoint issued (benchmarks/ven.py)
         from benchmarks.ven import main as ven_bench
         return ven_bench(args.bench_args)
@@ -235,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--new", metavar="MESSAGE", help="developers: autogenerate a revision after changing models")
     migrate.set_defaults(func=_migrate)
     bench = sub.add_parser("bench", help="benchmarks (print tables; not tests)")
-    bench.add_argument("what", choices=["allocator", "ven", "ocpp"], help="what to benchmark")
+    bench.add_argument("what", choices=["allocator", "ven", "ocpp", "ingest"], help="what to benchmark")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark (e.g. --quick)")
     bench.set_defaults(func=_bench)
     events = sub.add_parser("events", help="list the events the VEN knows (status, opt, intervals)")

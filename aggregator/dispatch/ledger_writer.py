@@ -25,9 +25,12 @@ class LedgerWriter:
         self.pending: list = []
 
     def observe(self, report) -> None:
-        self.pending.extend(MeterReading(source=s.station_id, ts=s.ts, energy_import_kwh=s.energy_import_kwh,
-                                         energy_export_kwh=s.energy_export_kwh, power_kw=s.power_kw,
-                                         soc_pct=s.soc_pct) for s in report.samples)
+        # built without the ORM's instrumentation (a quarter of the cost: 10,000 samples a step at fleet
+        # scale); they are only read by `insert_meter_readings`, never added to a session
+        construct = MeterReading.model_construct
+        self.pending.extend(construct(source=s.station_id, ts=s.ts, energy_import_kwh=s.energy_import_kwh,
+                                      energy_export_kwh=s.energy_export_kwh, power_kw=s.power_kw,
+                                      soc_pct=s.soc_pct) for s in report.samples)
         # the shutdown hold is recorded as such (event_id "shutdown"): where the service left each station
         event_id = SHUTDOWN if getattr(report, "stop", False) else report.committed_event
         self.pending.extend(SetpointRecord(vehicle_id=setpoint.station_id, issued_at=report.at,
