@@ -212,9 +212,14 @@ class VehicleSessionView(ApiView):
         if body.reserve_kwh is not None and body.reserve_kwh > capacity:
             return invalid("body.reserve_kwh", f"more than the battery holds ({capacity:g} kWh)")
         # Everything is valid: now change (the registry's one call, then the catalogue's reserve).
-        if body.departs_at is not None or need is not None or body.boost or body.opt_out:
-            registry.driver_update(vehicle_id, departs_at=body.departs_at, need_kwh=need, boost=body.boost,
-                                   opt_out=body.opt_out)
+        # boost / opt_out given as false undo an earlier boost / opt-out; left out, they stay as they are;
+        # a reserve applies to this session's plan now and, through the catalogue, to later plug-ins.
+        boost = body.boost if "boost" in fields else None
+        opt_out = body.opt_out if "opt_out" in fields else None
+        if (body.departs_at is not None or need is not None or boost is not None or opt_out is not None
+                or body.reserve_kwh is not None):
+            registry.driver_update(vehicle_id, departs_at=body.departs_at, need_kwh=need, boost=boost,
+                                   opt_out=opt_out, reserve_kwh=body.reserve_kwh)
         if body.reserve_kwh is not None and body.reserve_kwh != spec.floor_kwh:
             registry.register_vehicles([replace(spec, floor_kwh=body.reserve_kwh)])
         if not registry.persist():

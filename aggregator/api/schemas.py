@@ -87,9 +87,9 @@ class DriverRequest(_In):
     target_soc_pct: float | None = Field(default=None, ge=0, le=100, description="charge wanted at departure, %")
     need_kwh: float | None = Field(default=None, ge=0, le=2000, description="energy wanted at departure, kWh")
     reserve_kwh: float | None = Field(default=None, ge=0, le=2000,
-                                      description="never discharged below this (takes effect from the next plug-in)")
-    boost: bool = Field(default=False, description="charge now, to full (or to the target), no export")
-    opt_out: bool = Field(default=False, description="no discharging for the rest of this session")
+                                      description="never discharged below this (this session from the next plan, and later plug-ins)")
+    boost: bool = Field(default=False, description="charge now, to full (or to the target), no export; false undoes it")
+    opt_out: bool = Field(default=False, description="no discharging for the rest of this session; false undoes it")
 
 
 # -- stations ----------------------------------------------------------------------------------

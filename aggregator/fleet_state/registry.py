@@ -19,8 +19,10 @@ read model of the API and of other instances).
   arrives; it is planned on the conservative estimate above, so its need is still
   charged for.
 - Drivers change their minds (`driver_update`, the HTTP API's entry point): an
-  earlier departure, a different need, a boost (charge now, no export) or an
-  opt-out from discharging; the plan is redone at the next step.
+  earlier departure, a different need, a boost (charge now, no export), an
+  opt-out from discharging or a reserve for this session; the plan is redone at
+  the next step. Boost and opt-out are undone by passing False; the choices are
+  columns of the session row, so a restarted registry restores them.
 - A station that rejects or does not acknowledge a command is unavailable
   (left out of the plan) until it accepts one; retries back off.
 - A vehicle that, settled on a charging setpoint, meters less than it was asked
@@ -94,6 +96,9 @@ class _Live:
     soc_stale: bool = False
     no_export: str | None = None            # why the driver withdrew it from discharging (opt-out, boost)
     boost_until: datetime | None = None     # boost: planned as leaving when a full-power charge ends
+    boost_kwh: float | None = None          # boost: the energy it charges to (full, or the driver's target)
+    opt_out: bool = False
+    reserve_kwh: float | None = None        # the driver's reserve for this session (None: the vehicle's floor)
     confirmed: bool = True                  # False: loaded at restart, not yet re-announced by the station
     samples: list[MeterSample] = field(default_factory=list)
 
@@ -149,6 +154,9 @@ class FleetRegistry:
                 db.expunge(row)
                 live.session, live.spec, live.confirmed = row, spec, False
                 live.plug = PlugIn(spec.id, as_utc(row.arrived_at), as_utc(row.departs_at), row.need_kwh)
+                live.opt_out, live.boost_kwh, live.reserve_kwh = bool(row.opt_out), row.boost_kwh, row.reserve_kwh
+                live.boost_until = as_utc(row.boost_until) if row.boost_until is not None else None
+                _refresh_no_export(live)
                 last = db.exec(select(MeterReading).where(MeterReading.source == live.station.id)
                                .order_by(MeterReading.ts.desc()).limit(1)).first()
                 if last is not None:
@@ -244,6 +252,7 @@ class FleetRegistry:
         live.soc_known = info.energy_kwh is not None
         live.soc_at = ts if live.soc_known else None
         live.soc_stale, live.no_export, live.boost_until = False, None, None
+        live.boost_kwh, live.opt_out, live.reserve_kwh = None, False, None
         live.session = PlugSession(vehicle_id=vehicle_id, station_id=live.station.id, arrived_at=ts,
                                    departs_at=departs, energy_at_arrival_kwh=energy, need_kwh=need)
         live.online = True
@@ -291,7 +300,7 @@ class FleetRegistry:
                      live.plug.need_kwh)
         live.session, live.spec, live.plug, live.anchor, live.soc_known = None, None, None, None, False
         live.charge_cap_kw, live.soc_at, live.soc_stale, live.no_export = None, None, False, None
-        live.boost_until = None
+        live.boost_until, live.boost_kwh, live.opt_out, live.reserve_kwh = None, None, False, None
         self.version += 1
 
     def _spec_for(self, live: _Live, vehicle_id: str, info: VehicleInfo) -> VehicleSpec:
@@ -342,31 +351,42 @@ class FleetRegistry:
 
     # -- drivers ------------------------------------------------------------------------------
     def driver_update(self, vehicle_id: str, *, departs_at: datetime | None = None, need_kwh: float | None = None,
-                      boost: bool = False, opt_out: bool = False, now: datetime | None = None) -> None:
+                      boost: bool | None = None, opt_out: bool | None = None, reserve_kwh: float | None = None,
+                      now: datetime | None = None) -> None:
         """A driver's change to a plugged-in vehicle's session (the HTTP API calls this):
         an earlier or later departure, a new energy need, a boost (charge as soon as possible
-        to a full battery, or to `need_kwh`, with no export) or an opt-out from discharging
-        (charged toward the need by the departure, nothing exported). Re-planned at the next
-        step. Raises KeyError when the vehicle has no open session."""
+        to a full battery, or to `need_kwh`, with no export), an opt-out from discharging
+        (charged toward the need by the departure, nothing exported) or a reserve for this
+        session (never discharged below `reserve_kwh`, from the next plan on). None leaves a
+        choice as it is; `boost=False` / `opt_out=False` undo an earlier boost / opt-out (a
+        boost's target is its own, so the need from before it is back). The choices are kept
+        in the session row (restored by `load`). Re-planned at the next step. Raises KeyError
+        when the vehicle has no open session."""
         live = next((x for x in self.plugged() if x.session.vehicle_id == vehicle_id), None)
         if live is None:
             raise KeyError(f"vehicle {vehicle_id} is not plugged in")
         spec, plug = live.spec, live.plug
         departs = departs_at if departs_at is not None else plug.departs_at
-        need = plug.need_kwh if need_kwh is None else need_kwh
-        if boost and need_kwh is None:
-            need = spec.capacity_kwh
-        need = min(max(float(need), 0.0), spec.capacity_kwh)
+        need = plug.need_kwh if need_kwh is None else min(max(float(need_kwh), 0.0), spec.capacity_kwh)
         live.plug = PlugIn(plug.vehicle_id, plug.arrived_at, departs, need)
         live.session.departs_at, live.session.need_kwh = departs, need
-        if boost or opt_out:
-            live.no_export = "boost" if boost else "opt-out"
+        if opt_out is not None:
+            live.opt_out = bool(opt_out)
+        if reserve_kwh is not None:
+            live.reserve_kwh = min(max(float(reserve_kwh), 0.0), spec.capacity_kwh)
         if boost:   # full power from now: plan it as if it left when that charge is done
             now = now or self._latest_ts() or plug.arrived_at
-            missing = max(0.0, need - self.energy_kwh(live))
+            live.boost_kwh = spec.capacity_kwh if need_kwh is None else need
+            missing = max(0.0, live.boost_kwh - self.energy_kwh(live))
             live.boost_until = now + timedelta(hours=missing / max(1e-6, spec.max_charge_kw * spec.eta_charge))
-        log.info("driver of %s: departs %s, needs %.1f kWh%s", vehicle_id, departs.isoformat(), need,
-                 f", {live.no_export}" if live.no_export else "")
+        elif boost is not None:
+            live.boost_kwh = live.boost_until = None
+        _refresh_no_export(live)
+        live.session.opt_out, live.session.reserve_kwh = live.opt_out, live.reserve_kwh
+        live.session.boost_kwh, live.session.boost_until = live.boost_kwh, live.boost_until
+        log.info("driver of %s: departs %s, needs %.1f kWh%s%s", vehicle_id, departs.isoformat(), need,
+                 f", {live.no_export}" if live.no_export else "",
+                 f", reserve {live.reserve_kwh:.1f} kWh" if live.reserve_kwh is not None else "")
         self._pending.append(live.session)
         self.version += 1
 
@@ -438,15 +458,20 @@ class FleetRegistry:
 
     @staticmethod
     def _planned_plug(live: _Live, now: datetime) -> PlugIn:
-        if live.boost_until is not None and now + BOOST_MIN_LEFT < live.boost_until < live.plug.departs_at:
-            return replace(live.plug, departs_at=live.boost_until)
-        return live.plug
+        plug = live.plug
+        if live.boost_kwh is not None and live.boost_kwh > plug.need_kwh:   # a boost charges to its own target
+            plug = replace(plug, need_kwh=live.boost_kwh)
+        if live.boost_until is not None and now + BOOST_MIN_LEFT < live.boost_until < plug.departs_at:
+            return replace(plug, departs_at=live.boost_until)
+        return plug
 
     @staticmethod
     def _planned_spec(live: _Live) -> VehicleSpec:
         """The vehicle as the plan may use it: no export when its SoC is stale or its driver
         said so; charging within what it was seen to accept."""
         spec = live.spec
+        if live.reserve_kwh is not None:
+            spec = replace(spec, floor_kwh=live.reserve_kwh)
         if live.soc_stale or live.no_export:
             spec = replace(spec, max_discharge_kw=0.0)
         if live.charge_cap_kw is not None and live.charge_cap_kw < spec.max_charge_kw:
@@ -517,6 +542,10 @@ class FleetRegistry:
                 self.metrics.database_errors.inc()
             log.error("fleet state write failed (%s); %d rows kept for retry", err.__class__.__name__, len(pending))
             return False
+
+
+def _refresh_no_export(live: _Live) -> None:
+    live.no_export = "boost" if live.boost_until is not None else "opt-out" if live.opt_out else None
 
 
 def _vehicle_row(spec: VehicleSpec) -> Vehicle:

@@ -50,6 +50,11 @@ class PlugSession(SQLModel, table=True):
     left_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
     energy_at_departure_kwh: float | None = None
     closed_reason: str | None = None  # departed | replaced | reconciled
+    # the driver's choices for this session (FleetRegistry.driver_update), kept across restarts
+    opt_out: bool = False             # withdrawn from discharging
+    boost_kwh: float | None = None    # a boost in force: charge at full power to this energy, no export
+    boost_until: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))   # ... until then
+    reserve_kwh: float | None = None  # never discharged below this (overrides the vehicle's floor)
 
 
 class Commitment(SQLModel, table=True):

@@ -172,3 +172,80 @@ def test_replayed_or_out_of_order_samples_are_ignored(app):
     app.registry.on_station_event(MeterSample("cp", T0 + timedelta(seconds=5), 2.0, 0.0, 10.0, None))
     app.registry.on_station_event(MeterSample("cp", T0 + timedelta(seconds=10), 5.0, 0.0, 10.0, None))
     assert [s.ts for s in app.registry.drain_samples()] == [T0 + timedelta(seconds=10)]
+
+
+def _planned(app, now) -> dict:
+    return {m.spec.id: m for m in app.registry.snapshot(now)}
+
+
+def test_driver_choices_survive_a_restart_and_can_be_undone(database_url):
+    """Opt-out, boost and a session reserve are kept in the session row: a restarted registry
+    plans with them; boost=False / opt_out=False undo them (also across the next restart),
+    None leaves them as they are, and a reserve applies to the open session's plan at once.
+    Catches: choices kept in memory only, False treated as "leave as is", a reserve written to
+    the catalogue only (next plug-in), a boost that overwrote the need it was undone to."""
+    def start(at, resume):
+        app = Aggregator(settings_for(database_url), clock=lambda: at)
+        fleet = start_simulated_fleet(app, app.settings, at, resume=resume)
+        return app, fleet
+
+    app, fleet = start(T0, False)
+    now = asyncio.run(run_until(app, fleet, T0, T0 + timedelta(seconds=2)))
+    before = _planned(app, now)
+    bus3 = before["school-bus-03"].spec
+    need2 = before["school-bus-02"].session.need_kwh
+    reserve = bus3.floor_kwh + 0.4 * (bus3.capacity_kwh - bus3.floor_kwh)
+    assert before["school-bus-01"].spec.max_discharge_kw > 0 and need2 < before["school-bus-02"].spec.capacity_kwh
+    app.registry.driver_update("school-bus-01", opt_out=True)
+    app.registry.driver_update("school-bus-02", boost=True, now=now)
+    app.registry.driver_update("school-bus-03", reserve_kwh=reserve)
+    app.registry.driver_update("school-bus-01", need_kwh=before["school-bus-01"].session.need_kwh)   # None: as is
+    planned = _planned(app, now)                                   # the open sessions' plan, now
+    assert planned["school-bus-03"].spec.floor_kwh == pytest.approx(reserve)
+    now = asyncio.run(run_until(app, fleet, now, now + timedelta(seconds=1)))
+    app.engine.dispose()
+
+    def check_choices(planned):
+        assert planned["school-bus-01"].spec.max_discharge_kw == 0.0                   # opted out
+        assert planned["school-bus-02"].spec.max_discharge_kw == 0.0                   # boosting: no export ...
+        assert planned["school-bus-02"].session.need_kwh == pytest.approx(planned["school-bus-02"].spec.capacity_kwh)
+        assert planned["school-bus-02"].session.departs_at < before["school-bus-02"].session.departs_at   # ... at once
+        assert planned["school-bus-03"].spec.floor_kwh == pytest.approx(reserve)
+        assert planned["school-bus-03"].spec.max_discharge_kw > 0
+
+    check_choices(_planned(app, now))
+    later = now + timedelta(seconds=5)
+    app, fleet = start(later, True)                                # restart
+    try:
+        now = asyncio.run(run_until(app, fleet, later, later + timedelta(seconds=2)))
+        check_choices(_planned(app, now))
+        assert app.registry.stations["cp-school-bus-01"].no_export == "opt-out"
+        assert app.registry.stations["cp-school-bus-02"].no_export == "boost"
+        app.registry.driver_update("school-bus-01", opt_out=False)
+        app.registry.driver_update("school-bus-02", boost=False)
+        undone = _planned(app, now)
+        now = asyncio.run(run_until(app, fleet, now, now + timedelta(seconds=1)))
+    finally:
+        app.engine.dispose()
+
+    def check_undone(planned):
+        assert planned["school-bus-01"].spec.max_discharge_kw == pytest.approx(before["school-bus-01"].spec.max_discharge_kw)
+        assert planned["school-bus-02"].spec.max_discharge_kw == pytest.approx(before["school-bus-02"].spec.max_discharge_kw)
+        assert planned["school-bus-02"].session.need_kwh == pytest.approx(need2)          # the need from before
+        # planned to its departure again, not to the boost's end (the simulation re-announces it a few s apart)
+        assert abs(planned["school-bus-02"].session.departs_at - before["school-bus-02"].session.departs_at) \
+            < timedelta(minutes=1)
+        assert planned["school-bus-03"].spec.floor_kwh == pytest.approx(reserve)     # untouched
+
+    check_undone(undone)
+    again = now + timedelta(seconds=5)
+    app, fleet = start(again, True)                                # and the undo survives a restart too
+    try:
+        now = asyncio.run(run_until(app, fleet, again, again + timedelta(seconds=2)))
+        check_undone(_planned(app, now))
+        with Session(app.engine) as db:
+            rows = {r.vehicle_id: r for r in db.exec(select(PlugSession).where(PlugSession.left_at.is_(None))).all()}
+        assert not rows["school-bus-01"].opt_out and rows["school-bus-02"].boost_until is None
+        assert rows["school-bus-03"].reserve_kwh == pytest.approx(reserve)
+    finally:
+        app.engine.dispose()
