@@ -149,7 +149,8 @@ def split_equal(unit_power: np.ndarray, labels: np.ndarray, K: int) -> np.ndarra
 
 
 def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray,
-               follow_units_in_commitments: bool = False, follow_sites: bool = True) -> np.ndarray:
+               follow_units_in_commitments: bool = False, follow_sites: bool = True,
+               keep_block_req: bool = True, site_groups_binding_only: bool = True) -> np.ndarray:
     """(N, Tx) member powers realising the (K, Tx) unit plan as closely as possible.
 
     Outside commitments members follow their unit's plan.  Inside commitments
@@ -190,9 +191,11 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
 
     blocks = commitment_blocks(prob)
     next_block = np.full(Tx, -1, dtype=np.int64)
+    in_block = np.full(Tx, -1, dtype=np.int64)
     for k, (a, b) in enumerate(blocks):
         prev = blocks[k - 1][1] if k else 0
         next_block[prev:a] = k
+        in_block[a:b] = k
     # what every EV must hold at each block's end (floor, or what full-power
     # charging after the block cannot make up)
     blk_req = [np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - prob.end[b - 1]))
@@ -214,13 +217,32 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
         asap = np.maximum(0.0, emin[:, max(ref_t, t)] - e) / (prob.etac * prob.dur[t])
         base = np.clip(asap, lo, hi)
         want = unit_power[:, t]
+        if keep_block_req and t < T and in_block[t] >= 0:
+            # inside a commitment no EV exports below what it must hold at the
+            # block end: it would have to charge it back inside the block
+            # (against the commitment) -- the departure-safety band alone
+            # allows that for EVs leaving at or just after the block end
+            req = blk_req[in_block[t]]
+            floor_p = -(e - req) * prob.etad / prob.dur[t]
+            lo = np.where(e >= req, np.minimum(hi, np.maximum(lo, floor_p)), lo)
         if t < T and prob.committed[t] and not follow_units_in_commitments:
             # inside a commitment: forced charging only, then the event-aware
             # time-equalising rule from the state the unit plan prepared
             p = np.clip(0.0, lo, hi)
             if follow_sites and capped.any():
-                goal = np.bincount(grp_of_unit, weights=unit_power[:, t], minlength=n_grp)
-                p = _follow_group_totals(prob, t, e, p, lo, hi, block_end[t], goal, grp, want_chg(t, e, lo, hi))
+                g_u, n_g = grp_of_unit, n_grp
+                if site_groups_binding_only:
+                    # a capped site is followed as a whole only where the unit
+                    # plan has it at its export limit; elsewhere unit by unit
+                    st = np.bincount(unit_site, weights=unit_power[:, t], minlength=prob.n_sites)
+                    tol = 1e-6 * (1.0 + np.abs(st))
+                    binding = capped & (st <= -prob.site_exp[:, t] + tol)
+                    g_u = np.where(binding[unit_site], unit_site, prob.n_sites + np.arange(K))
+                    _, g_u = np.unique(g_u, return_inverse=True)
+                    g_u = g_u.reshape(-1)
+                    n_g = int(g_u.max(initial=-1)) + 1
+                goal = np.bincount(g_u, weights=unit_power[:, t], minlength=n_g)
+                p = _follow_group_totals(prob, t, e, p, lo, hi, block_end[t], goal, g_u[labels], want_chg(t, e, lo, hi))
             excess = p.sum() - prob.target[t]
             if excess > 1e-9:
                 p = p - event_reduce(prob, t, e, p, lo, hi, block_end[t], excess)
