@@ -32,7 +32,7 @@ from aggregator.allocator import AllocatorOptions, Plan, Targets, allocate
 from aggregator.chargers.port import ChargerPort, CommandResult, MeterSample, Setpoint
 from aggregator.commitment import CommittedInterval
 from aggregator.commitment_book import CommitmentBook
-from aggregator.dispatch.fanout import fan_out
+from aggregator.dispatch.fanout import fan_out, request_meters
 from aggregator.dispatch.horizon import build_horizon
 from aggregator.fleet import fleet_arrays
 from aggregator.fleet_state.registry import FleetRegistry
@@ -139,9 +139,7 @@ class Dispatcher:
         at_boundary = last is None or any(last < t <= now for t in switches)            # meters read on it
         switch_due = last is None or any(last < s <= now for s in switches.values())   # setpoints change
         if at_boundary and last is not None:
-            for live in self.registry.plugged():
-                if live.online:
-                    await self.port.request_meter_values(live.station.id)
+            await request_meters(self.port, [live.station.id for live in self.registry.plugged() if live.online])
         in_force = self.committed_at(now)
         report = StepReport(now, last, self.registry.drain_samples(), in_force[1] if in_force else None,
                             in_force[0] if in_force else None)
@@ -263,9 +261,7 @@ class Dispatcher:
                     len(setpoints), sum(planned.values()))
         if settle.total_seconds() > 0:
             await asyncio.sleep(settle.total_seconds())
-        for live in self.registry.plugged():
-            if live.online:
-                await self.port.request_meter_values(live.station.id)
+        await request_meters(self.port, [live.station.id for live in self.registry.plugged() if live.online])
         report.samples.extend(self.registry.drain_samples())
         for observer in self.observers:
             try:
