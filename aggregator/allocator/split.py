@@ -49,7 +49,7 @@ def band_split(lo: np.ndarray, hi: np.ndarray, base: np.ndarray, total: np.ndarr
 
 def time_equalized_reduce(spare: np.ndarray, rate: np.ndarray, room: np.ndarray, dur: float,
                           amount: np.ndarray | float, groups: np.ndarray | None = None, n_groups: int = 1,
-                          iters: int = 30) -> np.ndarray:
+                          iters: int | None = None) -> np.ndarray:
     """Reductions x (kW), 0 <= x <= room, summing to `amount` per group, that
     equalise what is left: every EV ends the interval with the same remaining
     time (spare - x dur) / rate, as far as its room allows.
@@ -58,10 +58,15 @@ def time_equalized_reduce(spare: np.ndarray, rate: np.ndarray, room: np.ndarray,
     rate   its full discharge rate (kW, > 0 where room > 0)
     This is the classic rule for sustaining a long export: drawing hardest on
     the EVs that could keep going longest keeps the most of the fleet's power
-    available for later intervals.  Bisection on the common level per group.
+    available for later intervals.  Exact: breakpoints sorted once for all
+    groups (`_equalize_groups`); with ``iters`` the older bisection on the
+    common level per group (kept for comparison; ~10x slower at 1,000 EVs).
     """
     if groups is None:
         return _equalize_one(spare, rate, room, dur, float(np.asarray(amount).reshape(-1)[0]))
+    if iters is None:
+        return _equalize_groups(spare, rate, room, dur, np.broadcast_to(np.asarray(amount, dtype=np.float64), (n_groups,)),
+                                groups, n_groups)
     gidx = groups
     ng = n_groups
     amount = np.broadcast_to(np.asarray(amount, dtype=np.float64), (ng,))
@@ -92,6 +97,60 @@ def time_equalized_reduce(spare: np.ndarray, rate: np.ndarray, room: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         th = np.where(free > 0, np.clip(rest / np.where(free > 0, free, 1.0), 0.0, 1.0), 0.0)
     return x + th[gidx] * (room - x)
+
+
+def _equalize_groups(spare: np.ndarray, rate: np.ndarray, room: np.ndarray, dur: float, amount: np.ndarray,
+                     groups: np.ndarray, ng: int) -> np.ndarray:
+    """Exact grouped `time_equalized_reduce`: every group's piecewise-linear
+    total sum_i clip((spare_i - tau rate_i) / dur, 0, room_i) is decreasing in
+    the level tau; its breakpoints are sorted once (all groups together, by
+    group then level), the segment where each group's total crosses its amount
+    found by counting, and the level solved on that segment.  O(N log N)."""
+    x = np.zeros(spare.size)
+    ok_g = amount > 0
+    act = np.flatnonzero((room > 0) & ok_g[groups])
+    if act.size == 0:
+        return x
+    S, r, R, g = spare[act], np.maximum(rate[act], 1e-9), room[act], groups[act]
+    Rsum = np.bincount(g, weights=R, minlength=ng)
+    full = Rsum <= amount                      # the whole room is not enough: all of it
+    pts = np.concatenate([S / r, (S - R * dur) / r])
+    dsl = np.concatenate([r / dur, -r / dur])
+    gg = np.concatenate([g, g])
+    order = np.lexsort((-pts, gg))
+    tau, dsl, gg = pts[order], dsl[order], gg[order]
+    m = tau.size
+    cnt = np.bincount(gg, minlength=ng)
+    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    first = np.zeros(m, dtype=bool)
+    first[start[cnt > 0]] = True
+    st = np.minimum(start, m - 1)                               # empty groups: any index (repeated 0 times)
+    cs = np.cumsum(dsl)
+    slope = cs - np.repeat(cs[st] - dsl[st], cnt)        # slope just below tau[k], within the group
+    seg = np.zeros(m)
+    seg[1:] = slope[:-1] * (tau[:-1] - tau[1:])
+    seg[first] = 0.0
+    cf = np.cumsum(seg)
+    f = cf - np.repeat(cf[st], cnt)                          # group total at tau[k]
+    below = np.bincount(gg, weights=(f < amount[gg]).astype(np.float64), minlength=ng).astype(np.int64)
+    k = np.clip(below, 1, np.maximum(cnt - 1, 1))
+    has = (cnt >= 2) & ~full & ok_g
+    kg = np.where(has, start + k, 0)
+    km1 = np.where(has, kg - 1, 0)
+    sl = slope[km1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_star = np.where(sl > 0, tau[km1] - (amount - f[km1]) / np.where(sl > 0, sl, 1.0), tau[kg])
+    xa = np.clip((S - t_star[g] * r) / dur, 0.0, R)
+    xa = np.where(full[g], R, np.where(has[g], xa, 0.0))
+    x[act] = xa
+    # float clean-up so totals match (within the rooms)
+    s_ = np.bincount(groups, weights=x, minlength=ng)
+    rest = np.where(ok_g, amount - s_, 0.0)
+    free = np.bincount(groups, weights=room - x, minlength=ng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = np.where((rest > 0) & (free > 0), np.clip(rest / np.where(free > 0, free, 1.0), 0.0, 1.0), 0.0)
+        dn = np.where((rest < 0) & (s_ > 0), np.clip(amount / np.where(s_ > 0, s_, 1.0), 0.0, 1.0), 1.0)
+    return (x + up[groups] * (room - x)) * dn[groups]
 
 
 def _equalize_one(spare: np.ndarray, rate: np.ndarray, room: np.ndarray, dur: float, amount: float) -> np.ndarray:
