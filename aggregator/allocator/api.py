@@ -158,6 +158,25 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
         if _greedy_is_optimal(prob, G):
             method = "greedy"
             notes.append("auto: the greedy plan meets every commitment and need; cluster LP skipped")
+        elif prob.T and prob.committed.all() and not prob.has_price:
+            # every caller interval committed, no prices: inside commitments
+            # the split's rule does not use the unit plan (only the tail after
+            # the horizon would, where forced charging serves the needs), so
+            # its plan is the same without the LP -- measured identical on
+            # every benchmark flat / 130 % fleet, where the LP-following
+            # site split never beat it or the greedy plan; the LP is skipped
+            t1 = time.perf_counter()
+            capped_any = bool(np.isfinite(prob.site_exp[:, : prob.T]).any())
+            Q = split_plan(prob, np.zeros(n, dtype=np.int64), 1, np.zeros((1, prob.Tx)),
+                           follow_sites=False, keep_block_req=capped_any)
+            split_s += time.perf_counter() - t1
+            if _score(prob, Q) < _score(prob, G):
+                G = Q
+                method = "split-rule"
+            else:
+                method = "greedy"
+            notes.append("auto: every interval committed and no prices; cluster LP skipped, best of the "
+                         "commitment split rule and the greedy plan kept")
     if method in ("lp", "cluster"):
         if method == "lp":
             if labels is None:

@@ -24,7 +24,7 @@ def _unavoidable(f):
 def test_large_fleet_paths_keep_invariants(targets, method):
     f = random_fleet(600, seed=5, n_sites=2)
     plan = allocate(f, targets, AllocatorOptions(method=method, cluster_bins=60))
-    assert plan.method.startswith("cluster") or plan.method == "greedy"
+    assert plan.method.startswith("cluster") or plan.method in ("greedy", "split-rule")
     _check_physics(f, targets, plan)
     # drivers are never left short beyond what charging flat out cannot fix
     assert np.all(plan.departure_shortfall_kwh <= _unavoidable(f) + 1e-4)
