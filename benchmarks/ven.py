@@ -90,15 +90,18 @@ class TimedPort:
     def reset(self) -> None:
         self.first_sent = self.last_ack = None
 
-    async def command(self, setpoint):
+    def command(self, setpoint):
         if self.first_sent is None:
             self.first_sent = time.perf_counter()
-        result = await self.inner.command(setpoint)
-        self.last_ack = time.perf_counter()
-        return result
+        answer = asyncio.ensure_future(self.inner.command(setpoint))
+        answer.add_done_callback(self._acked)
+        return answer
 
-    async def request_meter_values(self, station_id: str) -> None:
-        await self.inner.request_meter_values(station_id)
+    def _acked(self, _future) -> None:
+        self.last_ack = time.perf_counter()
+
+    def request_meter_values(self, station_id: str):
+        return self.inner.request_meter_values(station_id)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -138,11 +138,8 @@ class Dispatcher:
         last = self._last_step
         at_boundary = last is None or any(last < t <= now for t in switches)            # meters read on it
         switch_due = last is None or any(last < s <= now for s in switches.values())   # setpoints change
-        if at_boundary and last is not None:
-            await request_meters(self.port, [live.station.id for live in self.registry.plugged() if live.online])
         in_force = self.committed_at(now)
-        report = StepReport(now, last, self.registry.drain_samples(), in_force[1] if in_force else None,
-                            in_force[0] if in_force else None)
+        report = StepReport(now, last, [], in_force[1] if in_force else None, in_force[0] if in_force else None)
         versions = (self.registry.version, self.book.version)
         if (versions != self._seen_versions or switch_due or self._last_plan_at is None
                 or now - self._last_plan_at >= self.replan_interval
@@ -152,6 +149,11 @@ class Dispatcher:
             await self._plan_and_command(now, effective, report)
             self._seen_versions = (self.registry.version, self.book.version)
         await self._retry_unavailable(now, report)
+        if at_boundary and last is not None:
+            # After the commands, not before: the boundary sample measures the interval that
+            # ended (settlement, the tally), while the plan already has each station's latest sample.
+            await request_meters(self.port, [live.station.id for live in self.registry.plugged() if live.online])
+        report.samples = self.registry.drain_samples()
         for observer in self.observers:
             try:
                 observer.observe(report)

@@ -105,7 +105,9 @@ def test_network_answers_per_station_behaviour_and_offline():
     net.add(SimulatedStation("off", SPEC, 30.0, T0), T0 + timedelta(hours=1), 40.0)
     net.plug_in_all()
     net.set_online("off", False)
-    acks = {sid: run(net.command(Setpoint(sid, -5.0, T0, FAR))).ack for sid in ("ok", "no", "off")}
+    async def answers():
+        return {sid: (await net.command(Setpoint(sid, -5.0, T0, FAR))).ack for sid in ("ok", "no", "off")}
+    acks = run(answers())
     assert acks == {"ok": Ack.ACCEPTED, "no": Ack.REJECTED, "off": Ack.OFFLINE}
     assert net.stations["no"].setpoint_kw == 0.0     # a rejected command changes nothing
 
