@@ -12,6 +12,7 @@ from .fleet import FleetArrays, validity_mask
 from .heuristics import ceiling_blocks, plan_rule
 from .horizon import Problem, build_problem, simulate
 from .lp import solve_units
+from .repair import repair_blocks
 from .timegrid import coarsen, expand, period_edges
 from .types import AllocatorOptions, Plan, Targets
 
@@ -22,6 +23,9 @@ _TOL = 1e-6
 #: kept the split within 0.01 pp of the unmerged LP at 1,000 EVs x 96 on the
 #: benchmark's event family while cutting the LP from 96 periods to ~23
 MERGE_HOURS = 2.0
+#: a short commitment block with at most this many EVs plugged in is re-planned
+#: per EV (repair.py; a few ms for a few dozen EVs)
+REPAIR_MAX_EVS = 300
 
 
 def default_max_units(n: int) -> int:
@@ -238,6 +242,15 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
         t1 = time.perf_counter()
         P = greedy_plan(prob) if method == "greedy" else plan_rule(prob, method)
         solve_s = time.perf_counter() - t1
+
+    if (auto or options.method == "cluster") and method != "lp" and REPAIR_MAX_EVS > 0:
+        # a short commitment block that few EVs can serve: re-plan it per EV
+        t1 = time.perf_counter()
+        P, n_rep = repair_blocks(prob, P, _score, REPAIR_MAX_EVS,
+                                 max(0.05, options.time_budget_s - (time.perf_counter() - t_start)))
+        split_s += time.perf_counter() - t1
+        if n_rep:
+            notes.append(f"{n_rep} commitment block(s) served by <= {REPAIR_MAX_EVS} EVs re-planned per EV")
 
     # ---- sanitize and report ---------------------------------------------------------
     P = np.clip(P, -prob.dmax, prob.cmax)

@@ -1,0 +1,123 @@
+"""Per-EV re-plan of a commitment block that few EVs can serve.
+
+A split plan can lose a commitment at the end of a block when the few EVs
+still plugged in near its end spent their energy earlier in the block (the
+fleet-level rules cannot see who is needed later).  When a block falls
+short and at most `max_evs` EVs are plugged in during it, the block is
+re-solved as a per-EV LP (lp.py) over those EVs and the whole extended
+horizon (their pre-charge included), every other EV's plan kept:
+
+- every block EV must still reach its need (as in the full LP);
+- site limits and later commitments apply to the block EVs' total plus the
+  fixed power of the other EVs.
+
+The re-planned block replaces the old one only when the plan's score
+(departure shortfall, commitment shortfall, cost) improves.  Typical use: an
+event late in a day-long horizon after most EVs have left (a few dozen EVs,
+a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .heuristics import commitment_blocks
+from .horizon import Problem, step_energy
+from .lp import Units, solve_units
+from .timegrid import coarsen, expand, period_edges
+
+__all__ = ["repair_blocks"]
+
+
+def _sub_problem(prob: Problem, idx: np.ndarray, a: int, P: np.ndarray) -> Problem:
+    """Intervals [a, Tx) for EVs idx; site limits and commitments net of the
+    other EVs' fixed power."""
+    b = prob.Tx
+    others = np.ones(prob.n, dtype=bool)
+    others[idx] = False
+    fixed = np.zeros((prob.n_sites, b - a))
+    np.add.at(fixed, prob.site[others], P[others, a:b])
+    # a site already beyond a limit through its fixed EVs: the block EVs may not add to it
+    imp = np.maximum(prob.site_imp[:, a:b] - fixed, 0.0)
+    exp = np.maximum(prob.site_exp[:, a:b] + fixed, 0.0)
+    T = max(prob.T - a, 0)
+    tgt = prob.target[a:prob.T] - P[others, a:prob.T].sum(axis=0)
+    return Problem(
+        n=idx.size, T=T, Tx=b - a, dur=prob.dur[a:b], start=prob.start[a:b], end=prob.end[a:b],
+        target=tgt, committed=prob.committed[a:prob.T], price=prob.price[:, a:b], has_price=prob.has_price,
+        frac=prob.frac[idx, a:b], e0=prob.e0[idx], cap=prob.cap[idx], lb=prob.lb[idx], need=prob.need[idx],
+        dep=prob.dep[idx], pc=prob.pc[idx], pd=prob.pd[idx], etac=prob.etac[idx], etad=prob.etad[idx],
+        site=prob.site[idx], n_sites=prob.n_sites, site_imp=imp, site_exp=exp, over_kw=prob.over_kw,
+        w_short=prob.w_short, w_dep=prob.w_dep, wear=prob.wear,
+    )
+
+
+def _feasible(prob: Problem, Q: np.ndarray, idx: np.ndarray, tol: float = 1e-6) -> bool:
+    """Every site within its limits and the re-planned EVs within floor and
+    capacity in every interval (a merged-period plan spread back onto the
+    intervals could miss either)."""
+    tot = np.zeros((prob.n_sites, prob.Tx))
+    np.add.at(tot, prob.site, Q)
+    scale = tol * (1.0 + np.abs(tot))
+    if np.any(tot > prob.site_imp + scale) or np.any(-tot > prob.site_exp + scale):
+        return False
+    e = prob.e0[idx].copy()
+    lo = np.minimum(prob.lb[idx], e) - 1e-6
+    hi = prob.cap[idx] + 1e-6
+    for t in range(prob.Tx):
+        e = step_energy(e, Q[idx, t], prob.dur[t], prob.etac[idx], prob.etad[idx])
+        if np.any(e < lo) or np.any(e > hi):
+            return False
+    return True
+
+
+def repair_blocks(prob: Problem, P: np.ndarray, score, max_evs: int = 300,
+                  time_limit_s: float = 0.5, merge_hours: float = 2.0) -> tuple[np.ndarray, int]:
+    """(plan, blocks re-planned): for every short commitment block served by
+    at most `max_evs` EVs, those EVs re-planned per EV from the block start to
+    the end of the extended horizon (see the module docstring)."""
+    blocks = commitment_blocks(prob)
+    if not blocks:
+        return P, 0
+    done = 0
+    best = score(prob, P)
+    for a, b in blocks:
+        fleet = P[:, a:b].sum(axis=0)
+        short = np.maximum(0.0, fleet - prob.target[a:b])
+        if not np.any(short > 1e-6 * max(1.0, float(np.abs(prob.target[a:b]).max()))):
+            continue
+        idx = np.flatnonzero(prob.frac[:, a:b].max(axis=1) > 0)
+        if idx.size == 0 or idx.size > max_evs:
+            continue
+        # from t = 0: the pre-charge before the block is part of what is re-planned
+        e0 = prob.e0[idx]
+        sub = _sub_problem(prob, idx, 0, P)
+        units = Units(e0=e0, cap=sub.cap, lb=np.minimum(sub.lb, e0), need=sub.need,
+                      cmax=sub.cmax, dmax=sub.dmax, etac=sub.etac, etad=sub.etad, site=sub.site,
+                      e_lo=np.broadcast_to(np.minimum(sub.lb, e0)[:, None], (idx.size, sub.Tx)),
+                      e_hi=np.broadcast_to(np.maximum(sub.cap, np.minimum(sub.lb, e0))[:, None], (idx.size, sub.Tx)))
+        # merged periods where the original limits and prices allow (the net
+        # limits vary with the other EVs' power: the tightest one in a period)
+        edges = period_edges(prob, merge_hours)
+        lp_sub = sub if edges.size - 1 == sub.Tx else coarsen(sub, edges)
+        if lp_sub is not sub:
+            lp_sub.site_imp = np.minimum.reduceat(sub.site_imp, edges[:-1], axis=1)
+            lp_sub.site_exp = np.minimum.reduceat(sub.site_exp, edges[:-1], axis=1)
+        if lp_sub is not sub:
+            units = Units(e0=e0, cap=sub.cap, lb=units.lb, need=sub.need, cmax=lp_sub.cmax, dmax=lp_sub.dmax,
+                          etac=sub.etac, etad=sub.etad, site=sub.site,
+                          e_lo=units.e_lo[:, : lp_sub.Tx], e_hi=units.e_hi[:, : lp_sub.Tx])
+        res = solve_units(units, lp_sub, "glop", time_limit_s)
+        if not res.ok:
+            continue
+        power = res.power if lp_sub is sub else expand(sub, edges, np.arange(idx.size), idx.size, res.charge,
+                                                       res.discharge)
+        Q = P.copy()
+        Q[idx, :] = np.clip(power, -sub.dmax, sub.cmax)
+        if not _feasible(prob, Q, idx):
+            continue
+        sc = score(prob, Q)
+        if sc < best:
+            P, best = Q, sc
+            done += 1
+    return P, done
