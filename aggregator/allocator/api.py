@@ -214,7 +214,9 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
                 # (departure shortfall, commitment shortfall, cost)
                 unit_power = res.power if edges is None else expand(prob, edges, labels, K, res.charge, res.discharge)
                 P = split_plan(prob, labels, K, unit_power, keep_block_req=False)
-                if np.isfinite(prob.site_exp[:, : prob.T]).any():
+                if np.isfinite(prob.site_exp[:, : prob.T]).any() and prob.committed.mean() >= 0.5:
+                    # (only where most intervals are committed: on the event
+                    # families it never won, and costs as much as the split)
                     # following the LP's site totals inside commitments wins on
                     # events; on flat and over-committed targets the plain
                     # split that never exports below what an EV must hold at
