@@ -29,7 +29,14 @@ Methods (``AllocatorOptions.method``)
 "proportional", "llf"  baselines (heuristics.py).
 "auto"         "lp" when the fleet has at most ``lp_max_evs`` distinct EVs,
                else the greedy plan when it meets every commitment and need
-               (no prices), else the best of the cluster splits and greedy.
+               (no prices); else, with every caller interval committed and
+               no prices, the better of the commitment split rule (which
+               does not use a unit plan there; method "split-rule") and
+               greedy, without the cluster LP; else the best of the cluster
+               splits and greedy.  "auto" and "cluster" then re-plan per EV
+               any commitment block that falls short and is served by at
+               most 300 EVs (an event late in a day, after most EVs left;
+               repair.py), keeping the re-plan only when it is better.
 
 Objective order: departure energy (hard when feasible) >> commitment shortfall
 >> price >> battery wear >> fairness (identical EVs get identical shares;
