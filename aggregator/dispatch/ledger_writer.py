@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
@@ -33,8 +34,9 @@ class LedgerWriter:
                                       soc_pct=s.soc_pct) for s in report.samples)
         # the shutdown hold is recorded as such (event_id "shutdown"): where the service left each station
         event_id = SHUTDOWN if getattr(report, "stop", False) else report.committed_event
-        self.pending.extend(SetpointRecord(vehicle_id=setpoint.station_id, issued_at=report.at,
-                                           power_kw=setpoint.power_kw, event_id=event_id)
+        # setpoints as plain rows for one bulk INSERT (ORM objects cost ~0.1 ms each at 10,000 a step)
+        self.pending.extend({"vehicle_id": setpoint.station_id, "issued_at": report.at,
+                             "power_kw": setpoint.power_kw, "event_id": event_id}
                             for setpoint, result in report.commands if result.ack is Ack.ACCEPTED)
         self.flush()
 
@@ -53,11 +55,12 @@ class LedgerWriter:
             return True
         rows = self.pending
         readings = [r for r in rows if isinstance(r, MeterReading)]
-        others = [r for r in rows if not isinstance(r, MeterReading)]
+        setpoints = [r for r in rows if isinstance(r, dict)]
         try:
             with Session(self.engine) as db:
                 insert_meter_readings(db, readings)
-                db.add_all(others)
+                if setpoints:
+                    db.execute(insert(SetpointRecord), setpoints)
                 db.commit()
             self.pending = self.pending[len(rows):]
             return True

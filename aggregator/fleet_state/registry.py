@@ -113,6 +113,7 @@ class FleetRegistry:
         self.metrics = metrics
         self.vehicles: dict[str, VehicleSpec] = dict(vehicles or {})
         self.stations: dict[str, _Live] = {}
+        self._station_of: dict[str, str] = {}   # vehicle id -> the station of its open session
         self.version = 0                      # bumps whenever what the plan depends on changes
         self.departures: list[tuple[str, datetime, float, float]] = []   # (vehicle, at, energy, need)
         self._pending: list = []              # rows to write: Vehicle, Station, PlugSession
@@ -153,6 +154,7 @@ class FleetRegistry:
                     continue
                 db.expunge(row)
                 live.session, live.spec, live.confirmed = row, spec, False
+                self._station_of[row.vehicle_id] = live.station.id
                 live.plug = PlugIn(spec.id, as_utc(row.arrived_at), as_utc(row.departs_at), row.need_kwh)
                 live.opt_out, live.boost_kwh, live.reserve_kwh = bool(row.opt_out), row.boost_kwh, row.reserve_kwh
                 live.boost_until = as_utc(row.boost_until) if row.boost_until is not None else None
@@ -236,9 +238,7 @@ class FleetRegistry:
             return
         if live.session is not None:
             self._on_ended(live, ts, "replaced")
-        for other in self.stations.values():   # the vehicle cannot be plugged in twice
-            if other is not live and other.session is not None and other.session.vehicle_id == vehicle_id:
-                self._on_ended(other, ts, "replaced")
+        self._end_elsewhere(live, vehicle_id, ts)   # the vehicle cannot be plugged in twice
         spec = self._spec_for(live, vehicle_id, info)
         energy = info.energy_kwh if info.energy_kwh is not None else spec.floor_kwh
         departs = info.departs_at or ts + DEFAULT_STAY
@@ -253,6 +253,7 @@ class FleetRegistry:
         live.soc_at = ts if live.soc_known else None
         live.soc_stale, live.no_export, live.boost_until = False, None, None
         live.boost_kwh, live.opt_out, live.reserve_kwh = None, False, None
+        self._station_of[vehicle_id] = live.station.id
         live.session = PlugSession(vehicle_id=vehicle_id, station_id=live.station.id, arrived_at=ts,
                                    departs_at=departs, energy_at_arrival_kwh=energy, need_kwh=need)
         live.online = True
@@ -265,10 +266,10 @@ class FleetRegistry:
             return
         if info.vehicle_id and info.vehicle_id != live.session.vehicle_id:
             # The unidentified vehicle now has a name: the same session, re-keyed.
-            for other in self.stations.values():
-                if other is not live and other.session is not None and other.session.vehicle_id == info.vehicle_id:
-                    self._on_ended(other, ts, "replaced")
+            self._end_elsewhere(live, info.vehicle_id, ts)
             live.spec = self._spec_for(live, info.vehicle_id, info)
+            self._station_of.pop(live.session.vehicle_id, None)
+            self._station_of[info.vehicle_id] = live.station.id
             live.session.vehicle_id = info.vehicle_id
         elif info.max_charge_kw is not None or info.max_discharge_kw is not None or info.capacity_kwh is not None:
             live.spec = self._spec_for(live, live.session.vehicle_id, info)
@@ -286,6 +287,13 @@ class FleetRegistry:
         self._pending.append(live.session)
         self.version += 1
 
+    def _end_elsewhere(self, live: _Live, vehicle_id: str, ts: datetime) -> None:
+        """A vehicle seen at `live` closes the session it still has at another station."""
+        other = self.stations.get(self._station_of.get(vehicle_id, ""))
+        if (other is not None and other is not live and other.session is not None
+                and other.session.vehicle_id == vehicle_id):
+            self._on_ended(other, ts, "replaced")
+
     def _on_ended(self, live: _Live, ts: datetime, reason: str) -> None:
         if live.session is None:
             return
@@ -298,6 +306,8 @@ class FleetRegistry:
             self.departures.append((live.session.vehicle_id, ts, energy, live.plug.need_kwh))
             log.info("vehicle %s departed with %.1f kWh (asked %.1f)", live.session.vehicle_id, energy,
                      live.plug.need_kwh)
+        if self._station_of.get(live.session.vehicle_id) == live.station.id:
+            del self._station_of[live.session.vehicle_id]
         live.session, live.spec, live.plug, live.anchor, live.soc_known = None, None, None, None, False
         live.charge_cap_kw, live.soc_at, live.soc_stale, live.no_export = None, None, False, None
         live.boost_until, live.boost_kwh, live.opt_out, live.reserve_kwh = None, None, False, None

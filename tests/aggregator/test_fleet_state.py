@@ -249,3 +249,18 @@ def test_driver_choices_survive_a_restart_and_can_be_undone(database_url):
         assert rows["school-bus-03"].reserve_kwh == pytest.approx(reserve)
     finally:
         app.engine.dispose()
+
+
+def test_a_vehicle_seen_at_another_station_closes_its_old_session(app):
+    app.registry.register_vehicles([BUS])
+    for sid in ("cp-a", "cp-b"):
+        app.registry.register_station(StationSpec(sid, 0, 19.2, 19.2))
+    app.registry.on_station_event(SessionStarted("cp-a", T0, VehicleInfo(vehicle_id="bus-1", energy_kwh=100.0)))
+    app.registry.on_station_event(SessionStarted("cp-b", T0 + timedelta(minutes=5),
+                                                 VehicleInfo(vehicle_id="bus-1", energy_kwh=101.0)))
+    assert [live.station.id for live in app.registry.plugged()] == ["cp-b"]
+    assert app.registry.persist()
+    with Session(app.engine) as db:
+        rows = {r.station_id: r for r in db.exec(select(PlugSession)).all()}
+    assert rows["cp-a"].closed_reason == "replaced" and rows["cp-a"].left_at is not None
+    assert rows["cp-b"].left_at is None
