@@ -94,7 +94,10 @@ class TimedPort:
         if self.first_sent is None:
             self.first_sent = time.perf_counter()
         answer = asyncio.ensure_future(self.inner.command(setpoint))
-        answer.add_done_callback(self._acked)
+        if answer.done():
+            self.last_ack = time.perf_counter()
+        else:
+            answer.add_done_callback(self._acked)
         return answer
 
     def _acked(self, _future) -> None:

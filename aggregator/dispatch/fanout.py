@@ -20,9 +20,7 @@ async def fan_out(port: ChargerPort, setpoints: list[Setpoint], *, deadline_s: f
     if not setpoints:
         return []
     tasks = [asyncio.ensure_future(port.command(s)) for s in setpoints]
-    _done, pending = await asyncio.wait(tasks, timeout=deadline_s)
-    for task in pending:
-        task.cancel()
+    pending = await _wait(tasks, deadline_s)
     results = []
     for setpoint, task in zip(setpoints, tasks):
         if task in pending:
@@ -42,9 +40,19 @@ async def request_meters(port: ChargerPort, station_ids: list[str], *, deadline_
     if not station_ids:
         return
     tasks = [asyncio.ensure_future(port.request_meter_values(sid)) for sid in station_ids]
-    _done, pending = await asyncio.wait(tasks, timeout=deadline_s)
-    for task in pending:
-        task.cancel()
+    pending = await _wait(tasks, deadline_s)
     for task in tasks:
         if task not in pending and task.exception() is not None:
             log.warning("meter request failed: %s", task.exception())
+
+
+async def _wait(futures: list[asyncio.Future], deadline_s: float) -> set[asyncio.Future]:
+    """Wait for the answers not already in (most of a simulated or fast fleet's are), up to
+    the deadline; cancel and return those still pending."""
+    waiting = [f for f in futures if not f.done()]
+    if not waiting:
+        return set()
+    _done, pending = await asyncio.wait(waiting, timeout=deadline_s)
+    for future in pending:
+        future.cancel()
+    return pending
