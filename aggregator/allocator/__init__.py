@@ -34,9 +34,10 @@ Methods (``AllocatorOptions.method``)
                does not use a unit plan there; method "split-rule") and
                greedy, without the cluster LP; else the best of the cluster
                splits and greedy.  "auto" and "cluster" then re-plan per EV
-               any commitment block that falls short and is served by at
-               most 300 EVs (an event late in a day, after most EVs left;
-               repair.py), keeping the re-plan only when it is better.
+               any commitment block that falls short and is served by few
+               EVs (EVs x LP periods <= 10,000: an event late in a day,
+               after most EVs left; repair.py), keeping the re-plan only
+               when it is better.
 
 Objective order: departure energy (hard when feasible) >> commitment shortfall
 >> price >> battery wear >> fairness (identical EVs get identical shares;

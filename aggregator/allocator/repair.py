@@ -3,7 +3,8 @@
 A split plan can lose a commitment at the end of a block when the few EVs
 still plugged in near its end spent their energy earlier in the block (the
 fleet-level rules cannot see who is needed later).  When a block falls
-short and at most `max_evs` EVs are plugged in during it, the block is
+short and few EVs are plugged in during it (EVs x merged LP periods <=
+`max_size`: 10,000, i.e. ~430 EVs on a day-long horizon), the block is
 re-solved as a per-EV LP (lp.py) over those EVs and the whole extended
 horizon (their pre-charge included), every other EV's plan kept:
 
@@ -13,8 +14,8 @@ horizon (their pre-charge included), every other EV's plan kept:
 
 The re-planned block replaces the old one only when the plan's score
 (departure shortfall, commitment shortfall, cost) improves.  Typical use: an
-event late in a day-long horizon after most EVs have left (a few dozen EVs,
-a few milliseconds).
+event late in a day-long horizon after most EVs have left (95 EVs: 50 ms,
+390 EVs: 0.16 s on the benchmark machine).
 """
 
 from __future__ import annotations
@@ -71,14 +72,16 @@ def _feasible(prob: Problem, Q: np.ndarray, idx: np.ndarray, tol: float = 1e-6) 
     return True
 
 
-def repair_blocks(prob: Problem, P: np.ndarray, score, max_evs: int = 300,
+def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
                   time_limit_s: float = 0.5, merge_hours: float = 2.0) -> tuple[np.ndarray, int]:
-    """(plan, blocks re-planned): for every short commitment block served by
-    at most `max_evs` EVs, those EVs re-planned per EV from the block start to
-    the end of the extended horizon (see the module docstring)."""
+    """(plan, blocks re-planned): every short commitment block whose EVs times
+    the LP periods (merged grid) number at most `max_size` re-planned per EV
+    (see the module docstring)."""
     blocks = commitment_blocks(prob)
     if not blocks:
         return P, 0
+    edges = period_edges(prob, merge_hours)
+    max_evs = max_size // max(edges.size - 1, 1)
     done = 0
     best = score(prob, P)
     for a, b in blocks:
@@ -98,7 +101,6 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_evs: int = 300,
                       e_hi=np.broadcast_to(np.maximum(sub.cap, np.minimum(sub.lb, e0))[:, None], (idx.size, sub.Tx)))
         # merged periods where the original limits and prices allow (the net
         # limits vary with the other EVs' power: the tightest one in a period)
-        edges = period_edges(prob, merge_hours)
         lp_sub = sub if edges.size - 1 == sub.Tx else coarsen(sub, edges)
         if lp_sub is not sub:
             lp_sub.site_imp = np.minimum.reduceat(sub.site_imp, edges[:-1], axis=1)

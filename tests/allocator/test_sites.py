@@ -241,7 +241,7 @@ def test_late_small_event_block_replanned_per_ev(monkeypatch):
 
     tg = make(max_feasible_level_kw(sf.fleet, make))
     plan = allocate(sf.fleet, tg, AllocatorOptions(method="cluster"))
-    monkeypatch.setattr(api, "REPAIR_MAX_EVS", 0)
+    monkeypatch.setattr(api, "REPAIR_MAX_SIZE", 0)
     base = allocate(sf.fleet, tg, AllocatorOptions(method="cluster"))
     assert plan.shortfall_kwh(dur) <= base.shortfall_kwh(dur) + 1e-6
     # on this fleet the split alone misses ~5 kWh at the end of the event; the re-plan none
