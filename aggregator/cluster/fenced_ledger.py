@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from aggregator.cluster.lease import Fenced, Lease
 from aggregator.dispatch.ledger_writer import LedgerWriter
-from aggregator.store.db import insert_meter_readings
-from aggregator.store.models import MeterReading
 
 log = logging.getLogger(__name__)
 
@@ -22,27 +18,16 @@ class FencedLedgerWriter(LedgerWriter):
         self.on_fenced = on_fenced
         self.refused = 0
 
+    def _transaction(self):
+        return self.lease.fenced()
+
     def flush(self) -> bool:
-        if not self.pending:
-            return True
-        rows = self.pending
-        readings = [r for r in rows if isinstance(r, MeterReading)]
-        others = [r for r in rows if not isinstance(r, MeterReading)]
+        rows = len(self.pending)
         try:
-            with self.lease.fenced() as db:
-                insert_meter_readings(db, readings)
-                db.add_all(others)
-                db.commit()
-            self.pending = self.pending[len(rows):]
-            return True
+            return super().flush()
         except Fenced as err:
-            self.refused += len(rows)
-            self.pending = self.pending[len(rows):]
-            log.error("ledger rows refused, %d dropped: %s", len(rows), err)
+            self.refused += rows
+            self.pending = self.pending[rows:]
+            log.error("ledger rows refused, %d dropped: %s", rows, err)
             self.on_fenced()
-            return False
-        except SQLAlchemyError as err:
-            if self.metrics is not None:
-                self.metrics.database_errors.inc()
-            log.error("ledger write failed (%s); %d rows kept for retry", err.__class__.__name__, len(rows))
             return False

@@ -54,13 +54,9 @@ class LedgerWriter:
         if not self.pending:
             return True
         rows = self.pending
-        readings = [r for r in rows if isinstance(r, MeterReading)]
-        setpoints = [r for r in rows if isinstance(r, dict)]
         try:
-            with Session(self.engine) as db:
-                insert_meter_readings(db, readings)
-                if setpoints:
-                    db.execute(insert(SetpointRecord), setpoints)
+            with self._transaction() as db:
+                write_rows(db, rows)
                 db.commit()
             self.pending = self.pending[len(rows):]
             return True
@@ -69,3 +65,16 @@ class LedgerWriter:
                 self.metrics.database_errors.inc()
             log.error("ledger write failed (%s); %d rows kept for retry", err.__class__.__name__, len(rows))
             return False
+
+    def _transaction(self):
+        """Where the rows are written (a leaseholder writes in a fenced transaction)."""
+        return Session(self.engine)
+
+
+def write_rows(db: Session, rows: list) -> None:
+    """Meter readings (idempotent on (source, ts)) and setpoint rows, in one transaction."""
+    readings = [r for r in rows if isinstance(r, MeterReading)]
+    setpoints = [r for r in rows if isinstance(r, dict)]
+    insert_meter_readings(db, readings)
+    if setpoints:
+        db.execute(insert(SetpointRecord), setpoints)
