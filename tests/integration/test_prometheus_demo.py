@@ -32,7 +32,9 @@ def scraped_demo(tmp_path_factory):
                           report_interval=timedelta(seconds=1), progress=lambda *_: None)
     with PrometheusServer([f"127.0.0.1:{port}"], binary=binary) as prometheus:
         result = asyncio.run(run_demo(settings, options))
-        middle = datetime.fromisoformat(result.summary.intervals[1].start).timestamp() + 5
+        # late enough in interval 1 that every station has pushed a sample since its setpoint changed
+        # (stations sample every fleet.meter_interval_s = 5 s; the gauges are as fresh as the samples)
+        middle = datetime.fromisoformat(result.summary.intervals[1].start).timestamp() + 7.5
         time.sleep(1.5)   # let the last scrape land
         yield prometheus, result, middle, time.time()
 
