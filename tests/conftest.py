@@ -2,6 +2,7 @@
 fixture paths and a free-port helper."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -32,13 +33,10 @@ def _postgres_schema_url(base: str, schema: str) -> str:
     return f"{base}{joiner}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """A fresh, empty database per test: a SQLite file, or a PostgreSQL schema.
-    In CI (CI=true) a missing PostgreSQL fails instead of skipping."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
-        return
+@contextlib.contextmanager
+def postgres_schema():
+    """A fresh, empty PostgreSQL schema; yields its URL. In CI (CI=true) a missing
+    PostgreSQL fails instead of skipping."""
     if not POSTGRES_URL:
         if os.environ.get("CI") == "true":
             pytest.fail("V2X_TEST_POSTGRES_URL is not set in CI")
@@ -55,3 +53,20 @@ def database_url(request, tmp_path):
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL schema only (tests of what only PostgreSQL has: leases, LISTEN/NOTIFY)."""
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database per test: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    with postgres_schema() as url:
+        yield url

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from aggregator.chargers.port import (Ack, CommandResult, MeterSample, SessionStarted, Setpoint, StationOnline,
@@ -22,31 +22,13 @@ from aggregator.cluster.commands import FENCED, CommandRelay, Gateway
 from aggregator.cluster.lease import Fenced, Lease
 from aggregator.cluster.relay import RelayReader, RelaySink, decode, encode
 from aggregator.event_summary import summarize_event
-from aggregator.store.db import make_engine, normalise_url
+from aggregator.store.db import make_engine
 from aggregator.store.models import MeterReading, PartitionLease, SetpointRecord, StationCommand
 from sim.vtn import UtilityVtn
-from tests.conftest import POSTGRES_URL, _postgres_schema_url, free_port
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture
-def postgres_url():
-    if not POSTGRES_URL:
-        if os.environ.get("CI") == "true":
-            pytest.fail("V2X_TEST_POSTGRES_URL is not set in CI")
-        pytest.skip("V2X_TEST_POSTGRES_URL not set")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalise_url(POSTGRES_URL))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield _postgres_schema_url(POSTGRES_URL, schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def _expire(engine, partition: str) -> None:
