@@ -164,6 +164,11 @@ class Received:
     at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
+
+def soon(minutes: float = 10) -> datetime:
+    """A whole second `minutes` from now (event start times in the tests)."""
+    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=minutes)
+
 class ScriptedVtn:
     def __init__(self, port: int, *, vtn_id: str = "VTN_1", ven_id: str = "ven_py", poll_s: int = 1,
                  cert: bytes | None = None, key: bytes | None = None, ven_fingerprint: str | None = None,

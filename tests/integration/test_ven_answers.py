@@ -6,31 +6,15 @@ the others are processed as usual. Only a message that cannot be read at all
 makes the VEN back off, and the gap between polls stays under the cap."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.scripted_vtn import ScriptedVtn, VenUnderTest, distribute_xml, event_xml
+from tests.integration.scripted_vtn import ScriptedVtn, VenUnderTest, distribute_xml, event_xml, soon
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 MIN = timedelta(minutes=1)
-
-
-def soon(minutes: float = 10) -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=minutes)
-
-
-@pytest.fixture
-async def pair(tmp_path):
-    vtn = ScriptedVtn(free_port())
-    await vtn.start()
-    ven = VenUnderTest(vtn.url, f"sqlite:///{tmp_path / 'ven.db'}")
-    await ven.start()
-    yield vtn, ven
-    await ven.stop()
-    await vtn.stop()
-    assert vtn.schema_errors == []
 
 
 async def test_one_bad_event_gets_its_own_answer_and_the_others_are_processed(pair):

@@ -10,29 +10,12 @@ import pytest
 from sqlmodel import Session, select
 
 from aggregator.store.models import Commitment
-from tests.conftest import free_port
-from tests.integration.scripted_vtn import ScriptedVtn, VenUnderTest, event_xml
+from tests.integration.scripted_vtn import ScriptedVtn, VenUnderTest, event_xml, soon
 from ven.store import VenEvent, VenEventInterval
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 MIN = timedelta(minutes=1)
-
-
-def soon(minutes: float = 10) -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=minutes)
-
-
-@pytest.fixture
-async def pair(tmp_path):
-    vtn = ScriptedVtn(free_port())
-    await vtn.start()
-    ven = VenUnderTest(vtn.url, f"sqlite:///{tmp_path / 'ven.db'}")
-    await ven.start()
-    yield vtn, ven
-    await ven.stop()
-    await vtn.stop()
-    assert vtn.schema_errors == []
 
 
 async def answer(vtn: ScriptedVtn, events: list[str]) -> dict[str, dict]:
