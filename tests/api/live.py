@@ -17,22 +17,10 @@ from aggregator.config import Settings
 from aggregator.settlement.report import settle_from_ledger
 from aggregator.store.models import Bid
 from sim.stations import start_simulated_fleet
+from tests.aggregator.test_dispatcher import dispatch_event
 
 T0 = datetime(2026, 7, 15, 18, tzinfo=timezone.utc)
 TICK = timedelta(milliseconds=500)
-MARKET = "http://utility.example/programs/v2x-summer"
-
-
-def dispatch_event(event_id: str, start: datetime, values, interval=timedelta(seconds=30)) -> dict:
-    """An oadrDistributeEvent's event, as openleadr parses it (powerReal in kW)."""
-    return {"event_descriptor": {"event_id": event_id, "modification_number": 0, "event_status": "far",
-                                 "market_context": MARKET, "priority": 1, "test_event": False},
-            "active_period": {"dtstart": start, "duration": interval * len(values)},
-            "event_signals": [{"signal_name": "LOAD_DISPATCH", "signal_type": "setpoint",
-                               "measurement": {"name": "powerReal", "unit": "W", "scale": "k"},
-                               "intervals": [{"uid": i, "duration": interval, "signal_payload": v}
-                                             for i, v in enumerate(values)]}],
-            "targets": [], "response_required": "always"}
 
 
 class LiveAggregator:
