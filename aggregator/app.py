@@ -20,6 +20,8 @@ from aggregator.dispatch.tally import PerformanceTally
 from aggregator.fleet_state.registry import FleetRegistry
 from aggregator.event_intake import EventIntake, SignalMapping
 from aggregator.metrics import Metrics
+from aggregator.programmes import Enrollment
+from aggregator.sites import SiteLimits, seed_sites
 from bidding.intake import ArrivalForecast
 from aggregator.store.db import make_engine
 from ven.client import VenClient
@@ -50,8 +52,11 @@ class Aggregator:
         self.registry = FleetRegistry(self.engine, metrics=self.metrics)
         self.book = CommitmentBook(self.engine)
         label = program_label(settings.program.market_context)
+        seed_sites(self.engine, settings.sites, settings.program.timezone)
+        self.sites = SiteLimits(self.engine)     # the sites' grid limits, as the plans take them
         self.dispatcher = Dispatcher(self.registry, None, self.book, allocator_options=allocator_options,
-                                     max_over_delivery_kw=settings.program.max_over_delivery_kw)
+                                     max_over_delivery_kw=settings.program.max_over_delivery_kw,
+                                     site_limits=self.sites)
         self.ledger = LedgerWriter(self.engine, self.metrics)
         self.tally = PerformanceTally(self.metrics, self.dispatcher.committed_at, label, self.engine, self.book)
         self.dispatcher.observers = [self.ledger, LiveMetrics(self.metrics, self.registry, self.book, label),
@@ -60,9 +65,12 @@ class Aggregator:
         self.intake = EventIntake(self.book, self.registry, program, clock,
                                   signals=SignalMapping(price_export_kw=tuple(map(tuple, program.price_export_kw))),
                                   arrivals=ArrivalForecast(self.engine, program.timezone))
+        # the programmes we are enrolled in: the configured primary one, and the others as the
+        # database holds them (seeded from additional_market_contexts, changed through the API)
+        self.enrollment = Enrollment(self.engine, program.market_context, program.additional_market_contexts)
         identity = Identity(ven_id=settings.ven.ven_id, resource_ids=frozenset(settings.ven.resource_ids),
                             party_ids=frozenset(settings.ven.party_ids), group_ids=frozenset(settings.ven.group_ids),
-                            market_contexts=frozenset([program.market_context, *program.additional_market_contexts]))
+                            market_contexts=self.enrollment.load())
         if ven_client_options is None and settings.ven.secure:
             ven_client_options = ven_client_options_for(settings.ven.cert_file, settings.ven.key_file,
                                                         settings.ven.ca_file, settings.ven.vtn_fingerprint)
@@ -71,6 +79,7 @@ class Aggregator:
                              ven_id=settings.ven.ven_id, clock=clock, report_sampling=report_sampling,
                              metrics=self.metrics, client_options=ven_client_options,
                              max_poll_backoff_s=settings.ven.max_poll_backoff_s)
+        self.enrollment.attach(self.ven)
         self._metrics_server = None
         self._api_server = None
 

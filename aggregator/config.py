@@ -18,6 +18,16 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message names the offending key."""
 
 
+def iana_timezone(value: str) -> str:
+    """`value` if it names an IANA time zone, else a ValueError saying so."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone") from None
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -101,12 +111,7 @@ class ProgramSettings(_Strict):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone") from None
-        return value
+        return iana_timezone(value)
 
     @field_validator("simple_level_export_kw")
     @classmethod
@@ -166,6 +171,23 @@ class ClusterSettings(_Strict):
     lease_seconds: float = Field(default=15.0, ge=1.0, le=600.0)
 
 
+class SiteSettings(_Strict):
+    """A site seeded into the database at start (`[[sites]]`), unless the database has it already:
+    after that the API edits it. Limits in kW; left out = no limit."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    id: int = Field(ge=0, le=1_000_000)          # the `site` number of its stations and vehicles
+    name: str = Field(min_length=1, max_length=128)
+    timezone: str | None = None                  # IANA; None: the programme's
+    import_limit_kw: float | None = Field(default=None, ge=0, le=1_000_000)   # transformer / supply contract
+    export_limit_kw: float | None = Field(default=None, ge=0, le=1_000_000)   # interconnection agreement
+    notes: str = Field(default="", max_length=2000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return None if value is None else iana_timezone(value)
+
+
 class Settings(_Strict):
     ven: VenSettings = VenSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -175,6 +197,17 @@ class Settings(_Strict):
     fleet: FleetSettings = FleetSettings()
     ocpp: OcppSettings = OcppSettings()
     cluster: ClusterSettings = ClusterSettings()
+    sites: list[SiteSettings] = Field(default_factory=list)
+
+    @field_validator("sites")
+    @classmethod
+    def _unique_sites(cls, value: list[SiteSettings]) -> list[SiteSettings]:
+        seen: set[int] = set()
+        for site in value:
+            if site.id in seen:
+                raise ValueError(f"site id {site.id} is listed twice")
+            seen.add(site.id)
+        return value
 
 
 # Environment variable -> (section, key)

@@ -83,7 +83,7 @@ class Dispatcher:
                  need_margin_kwh: float = 0.5,
                  command_deadline: timedelta = timedelta(seconds=5),
                  command_validity: timedelta = timedelta(seconds=90),
-                 observers: list | None = None):
+                 observers: list | None = None, site_limits=None):
         self.registry = registry
         self.port = port
         self.book = book
@@ -110,6 +110,7 @@ class Dispatcher:
         # then falls back to its default (no discharge) instead of discharging blind.
         self.command_validity = command_validity
         self.observers = list(observers or [])
+        self.site_limits = site_limits   # aggregator.sites.SiteLimits: per-site grid limits (None: none)
         self.last_plan: Plan | None = None
         self._last_step: datetime | None = None
         self._last_plan_at: datetime | None = None
@@ -201,11 +202,13 @@ class Dispatcher:
         if not states:
             self.last_plan = None
             return
-        targets = Targets(horizon.durations_h, horizon.import_ceiling_kw,
-                          max_over_delivery_kw=self.max_over_delivery_kw)
         started = time.perf_counter()
         try:
-            plan = allocate(fleet_arrays(states, effective, self.need_margin_kwh), targets, self.options)
+            fleet = fleet_arrays(states, effective, self.need_margin_kwh)
+            targets = Targets(horizon.durations_h, horizon.import_ceiling_kw,
+                              max_over_delivery_kw=self.max_over_delivery_kw,
+                              **(self.site_limits.for_fleet(fleet.site, now) if self.site_limits else {}))
+            plan = allocate(fleet, targets, self.options)
         except Exception:  # the allocator must never stop the loop: hold chargers at 0 and retry
             log.exception("allocator failed; holding every charger at 0 kW until the next plan")
             plan = None
@@ -242,8 +245,10 @@ class Dispatcher:
         if states:
             horizon = build_horizon(now, [])   # no commitments: needs only
             try:
-                plan = allocate(fleet_arrays(states, now, self.need_margin_kwh),
-                                Targets(horizon.durations_h, horizon.import_ceiling_kw), self.options)
+                fleet = fleet_arrays(states, now, self.need_margin_kwh)   # site import limits hold here too
+                plan = allocate(fleet, Targets(horizon.durations_h, horizon.import_ceiling_kw,
+                                               **(self.site_limits.for_fleet(fleet.site, now) if self.site_limits
+                                                  else {})), self.options)
                 power = np.maximum(0.0, (plan.setpoint_kw if plan.setpoint_kw is not None else plan.power_kw)[:, 0])
             except Exception:   # still safe: the stations' default after a 0 kW hold is charge-only
                 log.exception("allocator failed on shutdown; holding every station at 0 kW")
