@@ -1,4 +1,4 @@
-"""Vehicles, stations, plug-in sessions, sites, the fleet now and its alerts.
+"""Vehicles, stations, plug-in sessions, the fleet now and its alerts (sites: sites.py).
 
 The live view comes from the fleet-state registry (the API's read model, in this
 process); history (closed sessions) from the database. Writes go through the
@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from aggregator.api import schemas as s
 from aggregator.api.http import OPTIONS, ApiView, Conflict, Denied, allow, finite, invalid, ok, problem
+from aggregator.api.sites import site_summaries
 from aggregator.fleet import VehicleSpec
 from aggregator.fleet_state.registry import StationSpec
 from aggregator.store.db import as_utc
@@ -66,24 +67,6 @@ def _session_row(row: PlugSession) -> s.PlugSession:
                          left_at=as_utc(row.left_at) if row.left_at else None,
                          energy_at_departure_kwh=finite(row.energy_at_departure_kwh),
                          closed_reason=row.closed_reason)
-
-
-def sites(registry) -> list[s.Site]:
-    out: dict[int, dict] = {}
-
-    def site(number: int) -> dict:
-        return out.setdefault(number, dict(site=number, stations=0, stations_online=0, vehicles=0, plugged_in=0,
-                                           power_kw=0.0))
-    for live in registry.stations.values():
-        entry = site(live.station.site)
-        entry["stations"] += 1
-        entry["stations_online"] += int(bool(live.online))
-        entry["plugged_in"] += int(live.session is not None)
-        if live.last is not None and live.online:
-            entry["power_kw"] += finite(live.last.power_kw) or 0.0
-    for spec in registry.vehicles.values():
-        site(spec.site)["vehicles"] += 1
-    return [s.Site(**out[k]) for k in sorted(out)]
 
 
 def alerts(core, require_ven: bool) -> list[s.Alert]:
@@ -310,33 +293,6 @@ class StationView(ApiView):
         return ok(_station(registry.stations[station_id]))
 
 
-class SitesView(ApiView):
-    roles = allow(GET="operator")
-
-    async def get(self) -> Union[r200[list[s.Site]], Denied]:
-        """Sites (the `site` number of stations and vehicles): stations, vehicles, power now.
-
-        Tags: sites
-        Security: bearerAuth
-        """
-        return ok(sites(self.core.registry))
-
-
-class SiteView(ApiView):
-    roles = allow(GET="operator")
-
-    async def get(self, site: Annotated[int, Field(ge=0, le=1_000_000)], /) -> Union[r200[s.Site], Denied]:
-        """One site.
-
-        Tags: sites
-        Security: bearerAuth
-        """
-        found = [x for x in sites(self.core.registry) if x.site == site]
-        if not found:
-            return problem(404, "no such site")
-        return ok(found[0])
-
-
 class FleetView(ApiView):
     roles = allow(GET="operator")
 
@@ -354,7 +310,7 @@ class FleetView(ApiView):
             stations_online=sum(1 for live in registry.stations.values() if live.online),
             plugged_in=registry.plugged_in(), power_kw=finite(registry.fleet_power_kw()) or 0.0,
             stored_energy_kwh=finite(registry.stored_energy_kwh()) or 0.0,
-            available_export_kw=finite(registry.available_export_kw(now)) or 0.0, sites=sites(registry)))
+            available_export_kw=finite(registry.available_export_kw(now)) or 0.0, sites=site_summaries(core)))
 
 
 class AlertsView(ApiView):

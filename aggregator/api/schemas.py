@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from aggregator.config import iana_timezone
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Role = Literal["driver", "operator", "utility"]
@@ -126,13 +128,54 @@ class PlugSession(_Out):
 
 
 # -- fleet and sites ---------------------------------------------------------------------------
+SiteNumber = Annotated[int, Field(ge=0, le=1_000_000)]
+Timezone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(iana_timezone)]
+LimitKw = Annotated[float, Field(ge=0, le=1_000_000)]
+_NO_LIMIT = "kW; null: no limit"
+
+
+class SiteIn(_In):
+    """A new site (operators). Its limits bind every plan from the next one: the sites' net import
+    never above `import_limit_kw`, its net export never above `export_limit_kw`."""
+    id: SiteNumber = Field(description="the site number its stations and vehicles carry (`site`)")
+    name: str = Field(min_length=1, max_length=128)
+    timezone: Timezone | None = Field(default=None, description="IANA time zone; default: the programme's")
+    import_limit_kw: LimitKw | None = Field(default=None, description="transformer or supply contract, " + _NO_LIMIT)
+    export_limit_kw: LimitKw | None = Field(default=None, description="interconnection agreement, " + _NO_LIMIT)
+    notes: str = Field(default="", max_length=2000)
+
+
+class SitePatch(_In):
+    """What changes on a site (operators): the fields given; a limit given as null is removed."""
+    name: str = Field(default=None, min_length=1, max_length=128)
+    timezone: Timezone = Field(default=None, description="IANA time zone")
+    import_limit_kw: LimitKw | None = Field(default=None, description="transformer or supply contract, " + _NO_LIMIT)
+    export_limit_kw: LimitKw | None = Field(default=None, description="interconnection agreement, " + _NO_LIMIT)
+    notes: str = Field(default=None, max_length=2000)
+
+
 class Site(_Out):
-    site: int
+    site: int = Field(description="the site number (`site` of its stations and vehicles)")
+    configured: bool = Field(description="false: a number stations or vehicles carry, with no site record (no limits)")
+    name: str | None
+    timezone: str | None
+    import_limit_kw: float | None = Field(description=_NO_LIMIT)
+    export_limit_kw: float | None = Field(description=_NO_LIMIT)
+    notes: str
+    updated_at: datetime | None
     stations: int
     stations_online: int
     vehicles: int
     plugged_in: int
-    power_kw: float
+    power_kw: float = Field(description="net power at the site's stations now (positive = import)")
+
+
+class SiteDetail(Site):
+    """A site and what is live there now."""
+    import_headroom_kw: float | None = Field(description="import limit minus power now; null: no limit")
+    export_headroom_kw: float | None = Field(description="export limit plus power now; null: no limit")
+    station_ids: list[str]
+    plugged_vehicle_ids: list[str] | None = Field(description="vehicles plugged in now (operators; null for utility tokens)")
 
 
 class Fleet(_Out):
@@ -195,6 +238,53 @@ class Event(_Out):
     end: datetime | None
     intervals: list[EventInterval]
     performance: Performance | None = None
+
+
+# -- programmes --------------------------------------------------------------------------------
+class ProgrammeEventSummary(_Out):
+    event_id: str
+    status: str
+    opt_state: str
+    test_event: bool
+    received_at: datetime
+    start: datetime | None
+    end: datetime | None
+    settlement_version: int | None = Field(description="the latest stored settlement run; null: not settled")
+    committed_kwh: float | None
+    delivered_kwh: float | None
+    ratio: float | None
+
+
+class SignalSettings(_Out):
+    """How the programmes' signals become fleet targets ([program] settings, read-only here)."""
+    price_export_kw: list[tuple[float, float]] = Field(description="ELECTRICITY_PRICE: at >= $/kWh, export kW")
+    simple_level_export_kw: dict[str, float] = Field(description="SIMPLE level -> export kW")
+    max_over_delivery_kw: float | None
+    min_coverage_to_opt_in: float
+
+
+class Programme(_Out):
+    market_context: str
+    primary: bool = Field(description="the configured programme ([program] market_context): always enrolled")
+    enrolled: bool = Field(description="events of this market context are accepted (others get optOut 453)")
+    source: Literal["config", "api"] = Field(description="where the enrolment comes from")
+    changed_at: datetime | None
+    timezone: str = Field(description="programme local time: event windows, baselines (read-only)")
+    export_sign: Literal["negative", "positive"] = Field(description="LOAD_DISPATCH sign convention (read-only)")
+    baseline_method: str = Field(description="how performance is measured: device = the chargers' meters")
+    signals: SignalSettings
+    events_total: int
+    settled_events: int
+    committed_kwh: float | None = Field(description="over the settled events (latest run of each)")
+    delivered_kwh: float | None
+    ratio: float | None
+    events: list[ProgrammeEventSummary] = Field(description="the latest events, newest first")
+
+
+class EnrollmentIn(_In):
+    """Enrol in (true) or withdraw from (false) a programme besides the primary one."""
+    market_context: str = Field(pattern=r"^\S{1,512}$", description="the programme's OpenADR market context")
+    enrolled: bool
 
 
 # -- settlement runs ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The HTTP API and web console as one aiohttp application, served by the aggregator's own
 process (`Aggregator.serve_api`, `v2x run`).
 
-    /api/v1/...            the API (bearer tokens; see aggregator/api/fleet.py, programme.py)
+    /api/v1/...            the API (bearer tokens; see aggregator/api/fleet.py, sites.py, programme.py)
     /api/openapi.json      its OpenAPI 3.1 document, generated from the views' pydantic models
     /healthz, /readyz      probes, no token
     /console/driver.html   the driver's page, /console/operator.html the operator's
@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp_pydantic.oas import pydantic_schema_to_oas
 from aiohttp_pydantic.oas.view import generate_oas
 
-from aggregator.api import fleet, health, programme
+from aggregator.api import fleet, health, programme, sites
 from aggregator.api.http import (CORE, OPTIONS, TOKENS, authenticate_middleware, json_errors,
                                  strict_query_middleware)
 from aggregator.api.tokens import TokenStore
@@ -41,8 +41,10 @@ ROUTES = [
     (f"{PREFIX}/sessions", fleet.SessionsView),
     (f"{PREFIX}/stations", fleet.StationsView),
     (f"{PREFIX}/stations/{{station_id}}", fleet.StationView),
-    (f"{PREFIX}/sites", fleet.SitesView),
-    (f"{PREFIX}/sites/{{site}}", fleet.SiteView),
+    (f"{PREFIX}/sites", sites.SitesView),
+    (f"{PREFIX}/sites/{{site}}", sites.SiteView),
+    (f"{PREFIX}/programmes", programme.ProgrammesView),
+    (f"{PREFIX}/programmes/enrollment", programme.EnrollmentView),
     (f"{PREFIX}/events", programme.EventsView),
     (f"{PREFIX}/events/{{event_id}}", programme.EventView),
     (f"{PREFIX}/settlements", programme.SettlementsView),
@@ -60,9 +62,9 @@ def openapi_document(app: web.Application) -> dict:
         "token reads events, performance and settlement. kW, kWh, UTC; positive power = the vehicle imports.")
     spec.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = {
         "type": "http", "scheme": "bearer", "description": "a token from `v2x tokens create`"}
-    texts = {"200": "OK", "400": "invalid input (the fields are named)", "401": "no or unknown token",
+    texts = {"200": "OK", "201": "created", "204": "deleted", "400": "invalid input (the fields are named)", "401": "no or unknown token",
              "403": "forbidden (role, or another driver's vehicle)", "404": "not found",
-             "409": "conflict (the vehicle is not plugged in)", "503": "unavailable (database, or not ready)"}
+             "409": "conflict (the vehicle is not plugged in, the site exists or is in use, the programme is the primary one)", "503": "unavailable (database, or not ready)"}
     for item in spec.get("paths", {}).values():
         for operation in item.values():
             for parameter in operation.get("parameters", []):   # an omitted query parameter is the null

@@ -24,8 +24,9 @@ TICK = timedelta(milliseconds=500)
 
 
 class LiveAggregator:
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, config: dict | None = None):
         self.database_url = database_url
+        self.config = config or {}      # more settings (sections as in the TOML file)
         self.now = T0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="live-aggregator", daemon=True)
@@ -41,7 +42,8 @@ class LiveAggregator:
         return self
 
     async def _start(self) -> None:
-        settings = Settings.model_validate({"database": {"url": self.database_url}, "metrics": {"port": 0}})
+        settings = Settings.model_validate({"database": {"url": self.database_url}, "metrics": {"port": 0},
+                                            **self.config})
         self.app = Aggregator(settings, clock=lambda: self.now)
         self.fleet = start_simulated_fleet(self.app, settings, self.now)
         await self.app.dispatcher.step(self.now)
