@@ -130,14 +130,15 @@ class PlugSession(_Out):
 # -- fleet and sites ---------------------------------------------------------------------------
 SiteNumber = Annotated[int, Field(ge=0, le=1_000_000)]
 Timezone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(iana_timezone)]
-LimitKw = Annotated[float, Field(ge=0, le=1_000_000)]
+# Bodies are strict: JSON true is not 1 kW, 2.0 is not site 2 (a mistake is named, not guessed at).
+LimitKw = Annotated[float, Field(ge=0, le=1_000_000, strict=True)]
 _NO_LIMIT = "kW; null: no limit"
 
 
 class SiteIn(_In):
     """A new site (operators). Its limits bind every plan from the next one: the sites' net import
     never above `import_limit_kw`, its net export never above `export_limit_kw`."""
-    id: SiteNumber = Field(description="the site number its stations and vehicles carry (`site`)")
+    id: int = Field(ge=0, le=1_000_000, strict=True, description="the site number its stations and vehicles carry (`site`)")
     name: str = Field(min_length=1, max_length=128)
     timezone: Timezone | None = Field(default=None, description="IANA time zone; default: the programme's")
     import_limit_kw: LimitKw | None = Field(default=None, description="transformer or supply contract, " + _NO_LIMIT)
@@ -284,7 +285,7 @@ class Programme(_Out):
 class EnrollmentIn(_In):
     """Enrol in (true) or withdraw from (false) a programme besides the primary one."""
     market_context: str = Field(pattern=r"^\S{1,512}$", description="the programme's OpenADR market context")
-    enrolled: bool
+    enrolled: bool = Field(strict=True)
 
 
 # -- settlement runs ---------------------------------------------------------------------------
