@@ -1,6 +1,6 @@
 """The web console in a real headless Chromium (Debian's, driven by Playwright): a driver moves
 the departure end to end and the next plan honours it; the operator page shows the fleet,
-the event's committed vs delivered, sites and alerts. Screenshots go to the test's tmp dir."""
+the event's committed vs delivered, sites (an operator sets a site's limit) and alerts. Screenshots go to the test's tmp dir."""
 from __future__ import annotations
 
 import shutil
@@ -90,6 +90,28 @@ def test_the_operator_page_shows_fleet_events_sites_and_alerts(browser, live, tm
     assert "none" in page.text_content("#alerts")
     page.screenshot(path=str(tmp_path / "operator.png"), full_page=True)
     assert (tmp_path / "operator.png").stat().st_size > 10_000
+
+
+def test_the_operator_sets_a_site_limit_from_the_sites_section(browser, live, tmp_path):
+    from aggregator.sites import get_site
+    page = browser.new_context(timezone_id="UTC", locale="en-GB", viewport={"width": 1200, "height": 1000}).new_page()
+    page.goto(f"{live.url}/console/operator.html#token={live.token('operator')}")
+    page.wait_for_selector("body[data-loaded=yes]")
+    assert "(primary)" in page.text_content("#programmes tr")
+    page.fill("#site-id", "1")
+    page.fill("#site-name", "Homes feeder")
+    page.fill("#site-export", "25")
+    page.click("#site-save")
+    page.wait_for_selector("#status.ok")
+    row = page.text_content("#sites tr:nth-child(2)")
+    assert "Homes feeder" in row and "25.0" in row and "none" in row      # export 25 kW, no import limit
+    record = get_site(live.app.engine, 1)
+    assert (record.name, record.export_limit_kw, record.import_limit_kw) == ("Homes feeder", 25.0, None)
+    page.fill("#site-export", "-3")                    # the browser's own check stops it; the API would too
+    page.fill("#site-import", "10")
+    page.click("#site-save")
+    assert get_site(live.app.engine, 1).import_limit_kw is None
+    page.screenshot(path=str(tmp_path / "operator-sites.png"), full_page=True)
 
 
 def test_without_a_token_the_console_shows_the_401(browser, live):
