@@ -149,8 +149,9 @@ def test_an_export_limit_patched_during_an_event_binds_the_next_plan(tmp_path):
         assert answer.status_code == 200 and answer.json()["export_limit_kw"] == 40
         report = running.step()                                   # the next step re-plans with the limit
         assert report.planned and report.plan is not None
-        members = running.app.registry.snapshot(running.now)
-        at_depot = [i for i, m in enumerate(members) if m.spec.site == 0]
+        depot = {l.session.vehicle_id for l in registry.stations.values() if l.station.site == 0 and l.session}
+        at_depot = [i for i, vehicle in enumerate(report.plan.ids) if vehicle in depot]
+        assert len(at_depot) == len(depot)
         assert (-report.plan.power_kw[at_depot].sum(axis=0) <= 40 + 1e-6).all()   # every interval planned
         assert commanded_export(0) <= 40 + 1e-6
         assert commanded_export(0) == pytest.approx(40, abs=1.0)    # and the limit is used: the event asks more
