@@ -82,6 +82,7 @@ async def run_service(settings: Settings, *, simulated_fleet: bool, stop: asynci
                 say(f"API NOT started: {err} (set [api] port / V2X_API_PORT)")
         # Read the fleet before the VTN can send anything: opt decisions need its state.
         await app.dispatcher.step(datetime.now(timezone.utc))
+        app.freeze_heap()   # the fleet is loaded: full collections no longer walk it
         await app.start_ven()
         say(f"registered at {settings.ven.vtn_url} as {app.ven.ven_id}; {fleet_text}")
         running = True

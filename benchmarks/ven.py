@@ -10,7 +10,9 @@ VEN port to the intake and the commitment book; then the dispatcher's next step
 station) issues the setpoints to simulated stations (`sim.stations.SimulatedStations`,
 one `SimulatedStation` per EV of a `sim.fleets.random_fleet`), read from
 `StepReport.commands`. Before the event the fleet is registered, plugged in and
-stepped once, as in a running service. Measured with `time.perf_counter()`:
+stepped once, and the heap frozen (`Aggregator.freeze_heap`), as in a running service.
+Each run prints the 1-minute load average when it ended (the machine may be shared: the
+figures are only meaningful beside it). Measured with `time.perf_counter()`:
 
   answered   the oadrCreatedEvent went out (rules, opt decision, event store, book)
   committed  the commitment is in the book the dispatcher reads
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import random
 import socket
 import statistics
@@ -130,6 +133,7 @@ async def run_once(n: int, vtn, folder: Path, seed: int, profile=None) -> dict:
         # ledger), so none is planned as stale
         net.advance(datetime.now(timezone.utc), max_step_s=3600.0)
         await app.dispatcher.step(datetime.now(timezone.utc))
+        app.freeze_heap()                              # as the service does after its first step
         port.reset()
         version = app.book.version
 
@@ -165,7 +169,7 @@ async def run_once(n: int, vtn, folder: Path, seed: int, profile=None) -> dict:
             await asyncio.sleep(0.001)
         accepted = sum(1 for _setpoint, result in report.commands if result.ack.value == "accepted"
                        or str(result.ack).lower().endswith("accepted"))
-        return {"evs": n, "answer_s": marks["answered"] - marks["arrive"],
+        return {"evs": n, "load": os.getloadavg()[0], "answer_s": marks["answered"] - marks["arrive"],
                 "committed_s": marks["committed"] - marks["arrive"], "issued_s": marks["issued"] - marks["arrive"],
                 "step_s": marks["stepped"] - step_started, "solve_s": report.solve_seconds,
                 "to_first_s": (port.first_sent or marks["stepped"]) - step_started,
@@ -195,7 +199,7 @@ async def _bench(sizes: list[int], repeat: int, profile=None) -> list[dict]:
                           f"{r['method']}, fan-out {r['fanout_s'] * 1e3:.0f} ms; whole step incl. ledger "
                           f"{r['step_s'] * 1e3:.0f} ms); "
                           f"{r['accepted']}/{r['commands']} setpoints accepted, planned {r['planned_export_kw']:.0f}"
-                          f" of {r['asked_kw']:.0f} kW export", flush=True)
+                          f" of {r['asked_kw']:.0f} kW export; load average {r['load']:.2f}", flush=True)
     finally:
         await vtn.stop()
     return results
@@ -203,7 +207,7 @@ async def _bench(sizes: list[int], repeat: int, profile=None) -> list[dict]:
 
 def table(results: list[dict]) -> str:
     lines = [f"{'EVs':>7} {'runs':>4} {'answered med/worst ms':>22} {'committed med/worst ms':>23} "
-             f"{'issued med/worst ms':>20} {'step med ms':>11}  target (< 1 s worst, arrive -> issued)"]
+             f"{'issued med/worst ms':>20} {'step med ms':>11} {'load 1-min':>10}  target (< 1 s worst, arrive -> issued)"]
     for n in sorted({r["evs"] for r in results}):
         rows = [r for r in results if r["evs"] == n]
         med = lambda key: statistics.median(r[key] for r in rows) * 1e3  # noqa: E731
@@ -211,7 +215,8 @@ def table(results: list[dict]) -> str:
         ok = worst("issued_s") < TARGET_S * 1e3 and all(r["accepted"] == r["commands"] == n for r in rows)
         lines.append(f"{n:>7,} {len(rows):>4} {med('answer_s'):>10.0f} / {worst('answer_s'):>8.0f} "
                      f"{med('committed_s'):>11.0f} / {worst('committed_s'):>8.0f} "
-                     f"{med('issued_s'):>9.0f} / {worst('issued_s'):>8.0f} {med('step_s'):>11.0f}  "
+                     f"{med('issued_s'):>9.0f} / {worst('issued_s'):>8.0f} {med('step_s'):>11.0f} "
+                     f"{min(r['load'] for r in rows):>4.2f}-{max(r['load'] for r in rows):<5.2f}  "
                      f"{'MET' if ok else 'NOT met'}")
     return "\n".join(lines)
 

@@ -34,7 +34,6 @@ from aggregator.commitment import CommittedInterval
 from aggregator.commitment_book import CommitmentBook
 from aggregator.dispatch.fanout import fan_out, request_meters
 from aggregator.dispatch.horizon import build_horizon
-from aggregator.fleet import fleet_arrays
 from aggregator.fleet_state.registry import FleetRegistry
 
 log = logging.getLogger(__name__)
@@ -155,14 +154,23 @@ class Dispatcher:
             # ended (settlement, the tally), while the plan already has each station's latest sample.
             await request_meters(self.port, [live.station.id for live in self.registry.plugged() if live.online])
         report.samples = self.registry.drain_samples()
-        for observer in self.observers:
-            try:
-                observer.observe(report)
-            except Exception:   # an observer must never stop the loop
-                log.exception("step observer %s failed", observer.__class__.__name__)
+        await self._tell_observers(report)
         self.registry.persist()
         self._last_step = now
         return report
+
+    async def _tell_observers(self, report: StepReport) -> None:
+        """Each observer in turn; one with `observe_async` (the ledger writer: its write runs
+        in a worker thread) is awaited, so the loop serves others meanwhile and the step
+        still ends with everything written."""
+        for observer in self.observers:
+            try:
+                if hasattr(observer, "observe_async"):
+                    await observer.observe_async(report)
+                else:
+                    observer.observe(report)
+            except Exception:   # an observer must never stop the loop
+                log.exception("step observer %s failed", observer.__class__.__name__)
 
     def _switch_times(self) -> dict[datetime, datetime]:
         """Each commitment boundary -> when its setpoints go out: `entry_lead` early into
@@ -194,17 +202,16 @@ class Dispatcher:
         return committed[1].import_ceiling_kw if committed is not None else float("inf")
 
     async def _plan_and_command(self, now: datetime, effective: datetime, report: StepReport) -> None:
-        states = self.registry.snapshot(effective)
+        stations, fleet = self.registry.planned_fleet(effective, self.need_margin_kwh)
         horizon = build_horizon(effective, [c for _, c in self.commitments()])
         self._last_plan_at = now
         report.planned = True
         report.import_ceiling_kw = float(horizon.import_ceiling_kw[0])
-        if not states:
+        if not stations:
             self.last_plan = None
             return
         started = time.perf_counter()
         try:
-            fleet = fleet_arrays(states, effective, self.need_margin_kwh)
             targets = Targets(horizon.durations_h, horizon.import_ceiling_kw,
                               max_over_delivery_kw=self.max_over_delivery_kw,
                               **(self.site_limits.for_fleet(fleet.site, now) if self.site_limits else {}))
@@ -218,11 +225,11 @@ class Dispatcher:
         for error in (plan.errors if plan else ()):
             log.error("vehicle left out of the plan: %s", error)
         if plan is None:
-            power = np.zeros(len(states))
+            power = np.zeros(len(stations))
         else:  # the command while plugged in (an EV leaving mid-interval averages less over the interval)
             power = (plan.setpoint_kw if plan.setpoint_kw is not None else plan.power_kw)[:, 0]
         until = now + self.command_validity
-        setpoints = [Setpoint(state.station_id, float(kw), now, until) for state, kw in zip(states, power)]
+        setpoints = [Setpoint(station_id, kw, now, until) for station_id, kw in zip(stations, power.tolist())]
         for setpoint in setpoints:
             self.registry.set_intended(setpoint.station_id, setpoint.power_kw, now)
         results = await fan_out(self.port, setpoints, deadline_s=self.command_deadline.total_seconds())
@@ -240,19 +247,18 @@ class Dispatcher:
         """The shutdown step: discharge 0 everywhere, charging continues toward each driver's
         need; after `settle` the meters are read and everything goes to the observers."""
         report = StepReport(now, self._last_step, self.registry.drain_samples(), None, None, stop=True)
-        states = self.registry.snapshot(now)
-        power = np.zeros(len(states))
-        if states:
+        stations, fleet = self.registry.planned_fleet(now, self.need_margin_kwh)
+        power = np.zeros(len(stations))
+        if stations:
             horizon = build_horizon(now, [])   # no commitments: needs only
-            try:
-                fleet = fleet_arrays(states, now, self.need_margin_kwh)   # site import limits hold here too
+            try:   # site import limits hold here too
                 plan = allocate(fleet, Targets(horizon.durations_h, horizon.import_ceiling_kw,
                                                **(self.site_limits.for_fleet(fleet.site, now) if self.site_limits
                                                   else {})), self.options)
                 power = np.maximum(0.0, (plan.setpoint_kw if plan.setpoint_kw is not None else plan.power_kw)[:, 0])
             except Exception:   # still safe: the stations' default after a 0 kW hold is charge-only
                 log.exception("allocator failed on shutdown; holding every station at 0 kW")
-        planned = {state.station_id: float(kw) for state, kw in zip(states, power)}
+        planned = dict(zip(stations, power.tolist()))
         for live in self.registry.plugged():   # unavailable ones too: they may hear this one
             if live.online and live.station.id not in planned:
                 planned[live.station.id] = max(0.0, live.intended_kw)
@@ -270,11 +276,7 @@ class Dispatcher:
             await asyncio.sleep(settle.total_seconds())
         await request_meters(self.port, [live.station.id for live in self.registry.plugged() if live.online])
         report.samples.extend(self.registry.drain_samples())
-        for observer in self.observers:
-            try:
-                observer.observe(report)
-            except Exception:
-                log.exception("step observer %s failed", observer.__class__.__name__)
+        await self._tell_observers(report)
         self.registry.persist()
         self._last_step = now
         return report

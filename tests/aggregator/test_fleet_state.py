@@ -264,3 +264,66 @@ def test_a_vehicle_seen_at_another_station_closes_its_old_session(app):
         rows = {r.station_id: r for r in db.exec(select(PlugSession)).all()}
     assert rows["cp-a"].closed_reason == "replaced" and rows["cp-a"].left_at is not None
     assert rows["cp-b"].left_at is None
+
+
+def _same_fleet(registry, now, margin=0.5):
+    """The cached columns give what a walk over the vehicles gives, row for row."""
+    from aggregator.fleet import fleet_arrays
+    states = registry.snapshot(now)
+    planned = registry.planned_fleet(now, margin)
+    walked = fleet_arrays(states, now, margin)
+    assert planned.station_ids == [s.station_id for s in states]
+    for name in ("ids", "energy_kwh", "capacity_kwh", "floor_kwh", "need_kwh", "departure_h", "max_charge_kw",
+                 "max_discharge_kw", "eta_charge", "eta_discharge", "site"):
+        assert getattr(planned.fleet, name).tolist() == getattr(walked, name).tolist(), name
+    return planned
+
+
+def test_the_planned_fleet_columns_follow_every_change_of_the_fleet(app):
+    """Samples, departures, boosts, opt-outs, reserves, tapering, rejections, going offline,
+    a discharge that forgets a charge cap, stale SoC and new sessions: after each, the cached
+    columns (`planned_fleet`) equal the allocator's arrays built from `snapshot`."""
+    from aggregator.chargers.port import CommandResult, SessionEnded, StationOffline
+    registry = app.registry
+    specs = [VehicleSpec(f"ev-{i}", "car", 60.0 + i, 6.0, 11.0, 11.0 - i, 0.9, 0.95, i % 3) for i in range(6)]
+    registry.register_vehicles(specs)
+    for spec in specs:
+        registry.register_station(StationSpec(f"cp-{spec.id}", spec.site, 11.0, 11.0))
+    for i, spec in enumerate(specs):
+        registry.on_station_event(SessionStarted(f"cp-{spec.id}", T0, VehicleInfo(
+            vehicle_id=spec.id, energy_kwh=30.0 + i, departs_at=T0 + timedelta(minutes=10 + 20 * i), need_kwh=50.0)))
+    now = T0 + timedelta(seconds=1)
+    _same_fleet(registry, now)
+
+    def sample(i, t, power, imported=0.0, soc=None):
+        registry.on_station_event(MeterSample(f"cp-ev-{i}", t, imported, 0.0, power, soc))
+    sample(0, now, 5.0, 0.1, 52.0)
+    sample(1, now, 3.0, 0.2)                       # no SoC: energy from the meter
+    _same_fleet(registry, now)
+    registry.driver_update("ev-2", boost=True, now=now)
+    registry.driver_update("ev-3", opt_out=True)
+    registry.driver_update("ev-4", reserve_kwh=20.0, need_kwh=40.0, departs_at=T0 + timedelta(hours=5))
+    _same_fleet(registry, now)
+    boost_end = registry.stations["cp-ev-2"].boost_until
+    _same_fleet(registry, boost_end - timedelta(seconds=10))   # inside a boost's last half minute
+    registry.set_intended("cp-ev-5", 8.0, now)
+    sample(5, now + timedelta(seconds=6), 2.0, 0.3, 80.0)      # settled, meters less: a charge cap
+    assert registry.stations["cp-ev-5"].charge_cap_kw is not None
+    _same_fleet(registry, now + timedelta(seconds=6))
+    registry.set_intended("cp-ev-5", -4.0, now)                # discharging forgets the cap
+    _same_fleet(registry, now + timedelta(seconds=6))
+    registry.command_result(CommandResult("cp-ev-1", Ack.REJECTED, "no"), now)
+    _same_fleet(registry, now)
+    registry.on_station_event(StationOffline("cp-ev-0", now))
+    _same_fleet(registry, now)
+    registry.on_station_event(SessionEnded("cp-ev-4", now))
+    _same_fleet(registry, now)
+    registry.mark_stale(now + timedelta(minutes=5))
+    _same_fleet(registry, now + timedelta(minutes=5))
+    later = T0 + timedelta(minutes=55)                          # some have left by their departure
+    planned = _same_fleet(registry, later)
+    assert len(planned.station_ids) < len(_same_fleet(registry, now).station_ids)
+    registry.on_station_event(SessionStarted("cp-ev-4", later, VehicleInfo(
+        vehicle_id="ev-4", energy_kwh=10.0, departs_at=later + timedelta(hours=2), need_kwh=30.0)))
+    _same_fleet(registry, later)
+    assert registry.export_bound_kw(later, [0.25]).shape == (1,)
