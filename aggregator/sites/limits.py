@@ -25,7 +25,7 @@ def site_limit_arrays(limits: dict[int, tuple[float | None, float | None]], site
     (S,) import and export limits with S = the highest site number + 1, inf where a site has no
     record or no limit (the allocator leaves out an EV whose site is beyond S, so S covers all).
     Empty when no EV's site is limited: the allocator then plans exactly as without sites."""
-    if site is None or len(site) == 0:
+    if site is None or len(site) == 0 or not limits:
         return {}
     n_sites = int(np.max(site)) + 1
     imp = np.full(n_sites, np.inf)
@@ -34,7 +34,8 @@ def site_limit_arrays(limits: dict[int, tuple[float | None, float | None]], site
         if 0 <= number < n_sites:
             imp[number] = np.inf if import_kw is None else import_kw
             exp[number] = np.inf if export_kw is None else export_kw
-    used = np.unique(np.asarray(site, dtype=np.int64))
+    used = np.zeros(n_sites, dtype=bool)
+    used[np.asarray(site, dtype=np.int64)] = True       # O(N), no sort: this runs at every plan
     if np.isinf(imp[used]).all() and np.isinf(exp[used]).all():
         return {}
     return {"site_import_limit_kw": imp, "site_export_limit_kw": exp}
