@@ -491,7 +491,7 @@ class FleetRegistry:
         if power_kw != live.intended_kw or live.intended_since is None:
             live.intended_since = now
         live.intended_kw = power_kw
-        if power_kw < 0 and live.charge_cap_kw is not None:   # discharging: the battery leaves the taper region, relearn
+        if power_kw < 0 and live.charge_cap_kw is not None:   # discharging leaves the taper region: relearn
             live.charge_cap_kw = None
             self._layout += 1
 
@@ -557,29 +557,29 @@ class FleetRegistry:
     def _build_columns(self, key: tuple) -> _Columns:
         lives = [live for live in self.stations.values()
                  if live.session is not None and live.online and live.unavailable_since is None]
-        specs = [self._planned_spec(live) for live in lives]
-
-        def column(values, dtype=np.float64):
-            return np.fromiter(values, dtype=dtype, count=len(lives))
-        needs = [max(live.plug.need_kwh, live.boost_kwh) if live.boost_kwh is not None else live.plug.need_kwh
-                 for live in lives]
+        station_ids, ids, rows = [], [], []
+        nan = float("nan")
+        for live in lives:   # one pass, one tuple of numbers per vehicle
+            spec, plug, boost_until = self._planned_spec(live), live.plug, live.boost_until
+            station_ids.append(live.station.id)
+            ids.append(spec.id)
+            rows.append((self.energy_kwh(live), spec.capacity_kwh, spec.floor_kwh,
+                         plug.need_kwh if live.boost_kwh is None else max(plug.need_kwh, live.boost_kwh),
+                         plug.departs_at.timestamp(), boost_until.timestamp() if boost_until is not None else nan,
+                         spec.max_charge_kw, spec.max_discharge_kw, spec.eta_charge, spec.eta_discharge, spec.site))
+        m = np.array(rows, dtype=np.float64).reshape(len(rows), 11)
+        has_boost = ~np.isnan(m[:, 5])
+        # whole microseconds since the epoch, as datetime arithmetic has them (a timestamp in
+        # this era is within 0.5 us of exact, so rounding gives the exact count)
+        departs_us = np.rint(m[:, 4] * 1e6).astype(np.int64)
+        boost_us = np.where(has_boost, np.rint(np.nan_to_num(m[:, 5]) * 1e6), 0).astype(np.int64)
         return _Columns(
-            key=key, lives=lives, row={live.station.id: i for i, live in enumerate(lives)},
-            station_ids=np.array([live.station.id for live in lives], dtype=object),
-            ids=np.array([spec.id for spec in specs], dtype=object),
-            energy_kwh=column(self.energy_kwh(live) for live in lives),
-            capacity_kwh=column(spec.capacity_kwh for spec in specs),
-            floor_kwh=column(spec.floor_kwh for spec in specs),
-            need_kwh=np.array(needs, dtype=np.float64),
-            departs_us=column((_epoch_us(live.plug.departs_at) for live in lives), np.int64),
-            boost_us=column((_epoch_us(live.boost_until) if live.boost_until is not None else 0 for live in lives),
-                            np.int64),
-            has_boost=column((live.boost_until is not None for live in lives), bool),
-            max_charge_kw=column(spec.max_charge_kw for spec in specs),
-            max_discharge_kw=column(spec.max_discharge_kw for spec in specs),
-            eta_charge=column(spec.eta_charge for spec in specs),
-            eta_discharge=column(spec.eta_discharge for spec in specs),
-            site=column((spec.site for spec in specs), np.int64))
+            key=key, lives=lives, row={sid: i for i, sid in enumerate(station_ids)},
+            station_ids=np.array(station_ids, dtype=object), ids=np.array(ids, dtype=object),
+            energy_kwh=m[:, 0].copy(), capacity_kwh=m[:, 1].copy(), floor_kwh=m[:, 2].copy(),
+            need_kwh=m[:, 3].copy(), departs_us=departs_us, boost_us=boost_us, has_boost=has_boost,
+            max_charge_kw=m[:, 6].copy(), max_discharge_kw=m[:, 7].copy(), eta_charge=m[:, 8].copy(),
+            eta_discharge=m[:, 9].copy(), site=m[:, 10].astype(np.int64))
 
     @staticmethod
     def _planned_plug(live: _Live, now: datetime) -> PlugIn:

@@ -291,7 +291,8 @@ def test_the_planned_fleet_columns_follow_every_change_of_the_fleet(app):
         registry.register_station(StationSpec(f"cp-{spec.id}", spec.site, 11.0, 11.0))
     for i, spec in enumerate(specs):
         registry.on_station_event(SessionStarted(f"cp-{spec.id}", T0, VehicleInfo(
-            vehicle_id=spec.id, energy_kwh=30.0 + i, departs_at=T0 + timedelta(minutes=10 + 20 * i), need_kwh=50.0)))
+            vehicle_id=spec.id, energy_kwh=30.0 + i, need_kwh=50.0,
+            departs_at=T0 + timedelta(minutes=10 + 20 * i, microseconds=123457 * i))))
     now = T0 + timedelta(seconds=1)
     _same_fleet(registry, now)
 
