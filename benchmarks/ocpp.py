@@ -65,6 +65,24 @@ async def _fan_out(csms: Csms, ids: list[str], power_kw: float, now: datetime) -
             "acked": sum(r.ack is Ack.ACCEPTED for r in results)}
 
 
+async def _until(count, n: int, what: str, started: float, limit_s: float = 1800) -> None:
+    """Wait until count() reaches n; give up after `limit_s`."""
+    while (done := count()) < n:
+        if time.perf_counter() - started > limit_s:
+            raise RuntimeError(f"only {done} of {n} stations {what} after {limit_s:g} s")
+        await asyncio.sleep(0.05)
+
+
+async def _progress(csms: Csms, n: int, started: float, every_s: float = 15) -> None:
+    """A long connect shows where it is (stderr)."""
+    while True:
+        await asyncio.sleep(every_s)
+        with_tx = sum(1 for s in csms.states.values() if s.transaction_id)
+        print(f"  ... {time.perf_counter() - started:.0f} s: {len(csms.connections)}/{n} connected, {with_tx} with a "
+              f"transaction, {csms.resyncs_done} re-synchronised, {csms.resyncs_failed} re-syncs given up",
+              file=sys.stderr, flush=True)
+
+
 async def _one(n: int, workers: int, validate: bool, profiler: cProfile.Profile | None) -> dict:
     now = datetime.now(timezone.utc)
     ids = [station_id(i) for i in range(n)]
@@ -76,6 +94,7 @@ async def _one(n: int, workers: int, validate: bool, profiler: cProfile.Profile 
     procs = []
     share = -(-n // workers)
     started = time.perf_counter()
+    progress = asyncio.get_running_loop().create_task(_progress(csms, n, started))
     try:
         for w in range(workers):
             first, count = w * share, min(share, n - w * share)
@@ -89,12 +108,13 @@ async def _one(n: int, workers: int, validate: bool, profiler: cProfile.Profile 
             if not line.startswith("READY"):
                 raise RuntimeError(f"station swarm failed: {line!r}")
         # connected, booted, transaction known (the stations' own bookkeeping is done too)
-        while sum(1 for s in csms.states.values() if s.transaction_id) < n:
-            await asyncio.sleep(0.01)
+        await _until(lambda: sum(1 for s in csms.states.values() if s.transaction_id), n, "with a transaction",
+                     started)
         connect_s = time.perf_counter() - started
-        while csms.resyncs_done < n:   # let the connect-time re-syncs finish: the fan-out is measured alone
-            await asyncio.sleep(0.05)
+        # let the connect-time re-syncs finish (or give up): the fan-out is measured alone
+        await _until(lambda: csms.resyncs_done + csms.resyncs_failed, n, "re-synchronised", started)
         gc.collect()
+        progress.cancel()
         per_conn_kb = (_rss_mb() - rss0) * 1024 / n
         if profiler:
             profiler.enable()
@@ -103,6 +123,7 @@ async def _one(n: int, workers: int, validate: bool, profiler: cProfile.Profile 
         if profiler:
             profiler.disable()
     finally:
+        progress.cancel()
         for proc in procs:
             if proc.returncode is None:
                 proc.stdin.close()
@@ -113,7 +134,8 @@ async def _one(n: int, workers: int, validate: bool, profiler: cProfile.Profile 
                 proc.kill()
                 await proc.wait()
         await csms.stop()
-    return {"n": n, "connect_s": connect_s, "first": first_round, "steady": steady, "kb": per_conn_kb}
+    return {"n": n, "connect_s": connect_s, "first": first_round, "steady": steady, "kb": per_conn_kb,
+            "resync_failed": csms.resyncs_failed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"CSMS alone in this process; stations in {args.workers} other process(es); fd limit {hard}")
     print(f"{'stations':>8} {'run':>4} {'connect s':>10} {'1st fan-out s':>14} {'fan-out s':>10} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'max ms':>8} {'acked':>7} {'KiB/conn':>9}")
+          f"{'p99 ms':>8} {'max ms':>8} {'acked':>7} {'KiB/conn':>9} {'resync gave up':>15}")
     for n in counts:
         if n + 200 > hard:
             print(f"{n:>8} skipped: the CSMS needs {n + 200} file descriptors, the hard limit is {hard}")
@@ -147,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             s = r["steady"]
             print(f"{n:>8} {run + 1:>4} {r['connect_s']:>10.2f} {r['first']['total']:>14.3f} {s['total']:>10.3f} "
                   f"{s['p50'] * 1e3:>8.1f} {s['p99'] * 1e3:>8.1f} {s['max'] * 1e3:>8.1f} {s['acked']:>7} "
-                  f"{r['kb']:>9.1f}", flush=True)
+                  f"{r['kb']:>9.1f} {r['resync_failed']:>15}", flush=True)
             results.append(r)
         steady = sorted(r["steady"]["total"] for r in results)
         first = sorted(r["first"]["total"] for r in results)

@@ -20,7 +20,8 @@ the charger port.
   online and re-synchronised: the profile it holds is re-read (GetChargingProfiles
   -> ReportChargingProfiles), its queued offline messages are awaited
   (GetTransactionStatus until messagesInQueue is false) and its transaction state is
-  re-read (TriggerMessage TransactionEvent). Per-station state (transaction,
+  re-read (TriggerMessage TransactionEvent); an attempt that times out is retried
+  with back-off (`resyncs_done` / `resyncs_failed` count them). Per-station state (transaction,
   sequence numbers, last sample, installed profile) outlives connections, so
   nothing it replays is counted twice.
 - `request_meter_values` triggers a MeterValues message and returns at once.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 from datetime import datetime, timezone
 
@@ -76,6 +78,7 @@ class Csms:
         self.connections: dict = {}
         self.states: dict[str, StationState] = {}
         self.resyncs_done = 0
+        self.resyncs_failed = 0
         self._report_waiters: dict[str, asyncio.Future] = {}
         self._request_ids = 0
         self._server = None
@@ -155,16 +158,32 @@ class Csms:
     def booted(self, connection) -> None:
         """A station booted: its transactions start over from what it tells us."""
 
-    async def _resync_soon(self, connection, grace_s: float = 1.0) -> None:
-        """After a (re)connect: re-read what the station holds and where its transaction is."""
+    async def _resync_soon(self, connection, grace_s: float = 1.0, attempts: int = 4) -> None:
+        """After a (re)connect: re-read what the station holds and where its transaction is.
+        An attempt that times out (a reconnect storm of thousands) is retried with jittered
+        back-off; after `attempts` the station's profile stays unknown (the next command
+        installs ours again) and it is counted in `resyncs_failed`."""
         for _ in range(int(grace_s / 0.05)):   # let a booting station send its BootNotification first
             if connection.booted:
                 break
             await asyncio.sleep(0.05)
-        try:
-            await asyncio.wait_for(self.resync(connection), self.resync_timeout)
-        except (OCPPError, asyncio.TimeoutError, ConnectionClosed) as err:
-            log.info("station %s: re-sync incomplete (%s)", connection.id, err.__class__.__name__)
+        delay = 1.0
+        for attempt in range(1, attempts + 1):
+            if self.connections.get(connection.id) is not connection:
+                return   # gone or replaced: a new connection re-syncs itself
+            try:
+                await asyncio.wait_for(self.resync(connection), self.resync_timeout)
+                return
+            except (OCPPError, asyncio.TimeoutError) as err:
+                log.info("station %s: re-sync attempt %d incomplete (%s)", connection.id, attempt,
+                         err.__class__.__name__)
+            except ConnectionClosed:
+                return
+            if attempt < attempts:
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay *= 2
+        self.resyncs_failed += 1
+        log.warning("station %s: re-sync failed %d times; its profile is treated as unknown", connection.id, attempts)
 
     async def resync(self, connection) -> None:
         st, calls = connection.st, connection._call
@@ -174,28 +193,27 @@ class Csms:
         waiter = asyncio.get_running_loop().create_future()
         self._report_waiters[connection.id] = waiter
         st.reported_profiles = []
-        try:
-            answer = await connection.call(calls.GetChargingProfiles(
+        try:   # (the fast, answer-checked CALL path: a reconnect storm of thousands must not crawl)
+            answer = await connection.request(calls.GetChargingProfiles(
                 request_id=self._request_ids, charging_profile={"charging_profile_purpose": "TxProfile"},
-                evse_id=st.evse_id), suppress=False)
-            if answer.status == "Accepted":
+                evse_id=st.evse_id))
+            accepted = answer.get("status") == "Accepted"
+            if accepted:
                 await asyncio.wait_for(waiter, self.command_timeout)
             if (id(st.profile), st.last_setpoint) == epoch:   # no command changed it meanwhile
-                st.profile = _ours(st.reported_profiles if answer.status == "Accepted" else [])
+                st.profile = _ours(st.reported_profiles if accepted else [])
                 st.profile_known = True
         finally:
             self._report_waiters.pop(connection.id, None)
         # 2. what it queued while offline arrives before we read its state
         if st.transaction_id is not None:
             for _ in range(50):
-                status = await connection.call(calls.GetTransactionStatus(transaction_id=st.transaction_id),
-                                               suppress=False)
-                if not status.messages_in_queue:
+                status = await connection.request(calls.GetTransactionStatus(transaction_id=st.transaction_id))
+                if not status.get("messagesInQueue"):
                     break
                 await asyncio.sleep(0.1)
         # 3. its transaction now (re-announces a running one; an unknown one starts a session)
-        await connection.call(calls.TriggerMessage(requested_message="TransactionEvent", evse={"id": st.evse_id}),
-                              suppress=False)
+        await connection.request(calls.TriggerMessage(requested_message="TransactionEvent", evse={"id": st.evse_id}))
         self.resyncs_done += 1
 
     def profiles_reported(self, connection) -> None:
