@@ -62,7 +62,7 @@ class Csms:
                  port: int = 9000, security_profile: int = 0, ssl_context: ssl.SSLContext | None = None,
                  command_timeout: float = 10.0, validate_outgoing: bool = False, clock=_utc_now,
                  commitment_in_force=None, dynamic_profiles: bool = True, resync_timeout: float = 10.0,
-                 open_timeout: float = 60.0):
+                 open_timeout: float = 60.0, resync_attempts: int = 4):
         self.sink = sink
         self.directory = directory
         self.host, self.port = host, port
@@ -74,6 +74,7 @@ class Csms:
         self.commitment_in_force = commitment_in_force   # (valid_from, valid_until) -> bool, or None
         self.dynamic_profiles = dynamic_profiles
         self.resync_timeout = resync_timeout
+        self.resync_attempts = resync_attempts
         self.open_timeout = open_timeout   # a reconnect storm of thousands must not time out its own handshakes
         self.connections: dict = {}
         self.states: dict[str, StationState] = {}
@@ -158,16 +159,16 @@ class Csms:
     def booted(self, connection) -> None:
         """A station booted: its transactions start over from what it tells us."""
 
-    async def _resync_soon(self, connection, grace_s: float = 1.0, attempts: int = 4) -> None:
+    async def _resync_soon(self, connection, grace_s: float = 1.0) -> None:
         """After a (re)connect: re-read what the station holds and where its transaction is.
         An attempt that times out (a reconnect storm of thousands) is retried with jittered
-        back-off; after `attempts` the station's profile stays unknown (the next command
+        back-off; after `resync_attempts` the station's profile stays unknown (the next command
         installs ours again) and it is counted in `resyncs_failed`."""
         for _ in range(int(grace_s / 0.05)):   # let a booting station send its BootNotification first
             if connection.booted:
                 break
             await asyncio.sleep(0.05)
-        delay = 1.0
+        delay, attempts = 1.0, self.resync_attempts
         for attempt in range(1, attempts + 1):
             if self.connections.get(connection.id) is not connection:
                 return   # gone or replaced: a new connection re-syncs itself

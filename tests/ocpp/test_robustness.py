@@ -112,3 +112,59 @@ async def test_malformed_messages_get_callerrors(engine, now):
     finally:
         await fleet.close()
         await csms.stop()
+
+
+async def _boot_and_answer_resync(ws, *, silent_profile_requests: int) -> int:
+    """A hand-written station: boots, then stays silent to the first GetChargingProfiles
+    requests and answers the rest of the re-sync. Returns how many it was asked."""
+    await ws.send(json.dumps([2, "b1", "BootNotification",
+                              {"chargingStation": {"model": "m", "vendorName": "v"}, "reason": "PowerUp"}]))
+    asked = 0
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame[0] != 2:
+            continue
+        if frame[2] == "GetChargingProfiles":
+            asked += 1
+            if asked > silent_profile_requests:
+                await ws.send(json.dumps([3, frame[1], {"status": "NoProfiles"}]))
+        elif frame[2] == "TriggerMessage":
+            await ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+            return asked
+
+
+async def test_resync_that_times_out_is_retried_then_given_up(engine, now):
+    """A reconnect storm can make a re-sync time out: it is tried again with back-off, and a
+    station that never answers is counted as given up while its connection lives on."""
+    registry, sink, csms, fleet = await start_world(engine, now, limit=2, resync_timeout=0.3, resync_attempts=2)
+    first, second = list(fleet.clients)
+    try:
+        async with websockets.connect(csms.url + first, subprotocols=["ocpp2.1"]) as ws:
+            asked = await asyncio.wait_for(_boot_and_answer_resync(ws, silent_profile_requests=1), 10)
+            assert asked == 2
+            for _ in range(100):
+                if csms.resyncs_done:
+                    break
+                await asyncio.sleep(0.05)
+            assert (csms.resyncs_done, csms.resyncs_failed) == (1, 0)
+            assert csms.states[first].profile_known and csms.states[first].profile is None
+        async with websockets.connect(csms.url + second, subprotocols=["ocpp2.1"]) as ws:
+            await ws.send(json.dumps([2, "b2", "BootNotification",
+                                      {"chargingStation": {"model": "m", "vendorName": "v"}, "reason": "PowerUp"}]))
+            for _ in range(200):
+                if csms.resyncs_failed:
+                    break
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.05)   # asked twice; never answers
+                except asyncio.TimeoutError:
+                    pass
+            assert (csms.resyncs_done, csms.resyncs_failed) == (1, 1)
+            assert not csms.states[second].profile_known   # the next command installs ours again
+            await ws.send(json.dumps([2, "h1", "Heartbeat", {}]))   # the connection lives on
+            while True:
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                if reply[0] == 3 and reply[1] == "h1":
+                    break
+    finally:
+        await fleet.close()
+        await csms.stop()
