@@ -9,6 +9,8 @@ than the commands themselves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 
 from aggregator.chargers.port import Ack, ChargerPort, CommandResult, Setpoint
@@ -16,11 +18,35 @@ from aggregator.chargers.port import Ack, ChargerPort, CommandResult, Setpoint
 log = logging.getLogger(__name__)
 
 
+_paused = 0   # fan-outs in flight with the garbage collector paused
+
+
+@contextlib.contextmanager
+def _collection_paused():
+    """No cyclic garbage collection while commands are in flight. A full collection walks
+    every live object: with 10,000 station connections that is seconds, stalling the
+    fan-out wherever it falls (0.4 s at 2,000 measured). What a fan-out allocates is freed
+    by reference counting; collection resumes when the last fan-out in flight ends."""
+    global _paused
+    if _paused == 0 and not gc.isenabled():   # someone else turned it off: leave it to them
+        yield
+        return
+    _paused += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _paused -= 1
+        if _paused == 0:
+            gc.enable()
+
+
 async def fan_out(port: ChargerPort, setpoints: list[Setpoint], *, deadline_s: float = 5.0) -> list[CommandResult]:
     if not setpoints:
         return []
-    tasks = [asyncio.ensure_future(port.command(s)) for s in setpoints]
-    pending = await _wait(tasks, deadline_s)
+    with _collection_paused():
+        tasks = [asyncio.ensure_future(port.command(s)) for s in setpoints]
+        pending = await _wait(tasks, deadline_s)
     results = []
     for setpoint, task in zip(setpoints, tasks):
         if task in pending:
