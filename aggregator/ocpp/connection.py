@@ -106,15 +106,20 @@ class _Handlers:
 
     # -- framing: every malformed message gets its CALLERROR, the connection lives on ------
     async def route_message(self, raw_msg):
-        if self._pending and raw_msg[:3] in ("[3,", "[4,"):   # an answer to a fast CALL
+        if raw_msg[:3] in ("[3,", "[4,"):   # an answer to a fast CALL?
             try:
                 frame = json.loads(raw_msg)
-                future = self._pending.get(frame[1])
+                unique_id = frame[1]
+                future = self._pending.get(unique_id)
             except (ValueError, TypeError, IndexError, KeyError):
-                future = None
+                unique_id = future = None
             if future is not None:
                 if not future.done():
                     future.set_result(frame)
+                return
+            if isinstance(unique_id, str) and unique_id[:1] == "c" and unique_id[1:].isdigit():
+                # a fast CALL's answer after its deadline (the command already timed out)
+                log.info("station %s answered %s too late; dropped", self.id, unique_id)
                 return
         try:
             msg = unpack(raw_msg)

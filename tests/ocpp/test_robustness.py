@@ -116,18 +116,23 @@ async def test_malformed_messages_get_callerrors(engine, now):
 
 async def _boot_and_answer_resync(ws, *, silent_profile_requests: int) -> int:
     """A hand-written station: boots, then stays silent to the first GetChargingProfiles
-    requests and answers the rest of the re-sync. Returns how many it was asked."""
+    requests (answering them late, just before the next) and answers the rest of the
+    re-sync. Returns how many it was asked."""
     await ws.send(json.dumps([2, "b1", "BootNotification",
                               {"chargingStation": {"model": "m", "vendorName": "v"}, "reason": "PowerUp"}]))
-    asked = 0
+    asked, unanswered = 0, []
     while True:
         frame = json.loads(await ws.recv())
         if frame[0] != 2:
             continue
         if frame[2] == "GetChargingProfiles":
             asked += 1
-            if asked > silent_profile_requests:
-                await ws.send(json.dumps([3, frame[1], {"status": "NoProfiles"}]))
+            if asked <= silent_profile_requests:
+                unanswered.append(frame[1])
+                continue
+            for late in unanswered:   # answered after the CSMS gave up on them: dropped
+                await ws.send(json.dumps([3, late, {"status": "Accepted"}]))
+            await ws.send(json.dumps([3, frame[1], {"status": "NoProfiles"}]))
         elif frame[2] == "TriggerMessage":
             await ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
             return asked
