@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 
 import websockets
 from collections import deque
-from ocpp.charge_point import camel_to_snake_case
 from ocpp.routing import after, on
 from ocpp.v21 import call as call21
 from ocpp.v201 import call as call201
@@ -39,7 +38,7 @@ from ocpp.v201 import ChargePoint as ChargePoint201
 from aggregator.chargers.port import Ack, Setpoint
 from aggregator.fleet_state.registry import StationSpec
 from aggregator.ocpp.credentials import StationEntry
-from aggregator.ocpp.messages import V21, V201, iso, power_from_profile
+from aggregator.ocpp.messages import V21, V201, iso, power_from_profile, to_snake
 from sim.scenario import load_scenario
 from sim.station import Behaviour, SimulatedStation
 from sim.stations import station_id_for
@@ -73,7 +72,7 @@ class _StationSide:
             frame = json.loads(raw_msg)
             handler = self.on_update_dynamic_schedule if frame[2] == "UpdateDynamicSchedule" \
                 else self.on_set_charging_profile
-            result = handler(**camel_to_snake_case(frame[3]))
+            result = handler(**to_snake(frame[3]))
             answer = {"status": result.status}
             if getattr(result, "status_info", None):
                 answer["statusInfo"] = {"reasonCode": result.status_info["reason_code"]}

@@ -13,7 +13,6 @@ a station that reconnects and replays what it queued offline is not counted twic
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import itertools
 import json
@@ -21,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ocpp.charge_point import camel_to_snake_case, serialize_as_dict, snake_to_camel_case
+from ocpp.charge_point import serialize_as_dict
 from ocpp.exceptions import GenericError, NotImplementedError as OcppNotImplemented, OCPPError
 from ocpp.messages import CallError, MessageType, unpack
 from ocpp.routing import on
@@ -29,7 +28,8 @@ from ocpp.v21 import ChargePoint as ChargePoint21
 from ocpp.v201 import ChargePoint as ChargePoint201
 
 from aggregator.chargers.port import MeterSample, SessionEnded, SessionStarted, VehicleIdentified, VehicleInfo
-from aggregator.ocpp.messages import V21, V201, iso, parse_time, read_meter_values, to_sample, vehicle_from_needs
+from aggregator.ocpp.messages import (V21, V201, iso, parse_time, read_meter_values, to_camel, to_sample, to_snake,
+                                      vehicle_from_needs)
 from aggregator.ocpp.validation import check_call, check_result
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class _Handlers:
         [3, id, payload] or [4, id, code, description, details]. One CALL at a time per
         station (shares the `ocpp` package's lock); the caller applies the deadline."""
         unique_id = f"c{next(_ids)}"
-        frame = json.dumps([2, unique_id, action, _camel(payload)], separators=(",", ":"))
+        frame = json.dumps([2, unique_id, action, to_camel(payload)], separators=(",", ":"))
         async with self._call_lock:
             future = asyncio.get_running_loop().create_future()
             self._pending[unique_id] = future
@@ -165,14 +165,14 @@ class _Handlers:
         if handler is None:
             raise OcppNotImplemented(details={"cause": f"{msg.action} is not implemented by this CSMS"})
         try:
-            response = handler(**_snake(msg.payload))
+            response = handler(**to_snake(msg.payload))
             if inspect.isawaitable(response):
                 response = await response
         except Exception as err:   # as the package: the station gets a CALLERROR, the connection lives on
             log.exception("station %s: handling %s failed", self.id, msg.action)
             await self._send(msg.create_call_error(err).to_json())
             return
-        await self._send(msg.create_call_result(_camel(serialize_as_dict(response))).to_json())
+        await self._send(msg.create_call_result(to_camel(serialize_as_dict(response))).to_json())
 
     async def request(self, payload) -> dict:
         """A CALL of ours on the fast path, its answer checked against the schema: the
@@ -289,35 +289,6 @@ class _Handlers:
 
 
 _ids = itertools.count(1)
-
-
-@functools.lru_cache(maxsize=512)
-def _camel_key(key: str) -> str:
-    return next(iter(snake_to_camel_case({key: None})))
-
-
-def _camel(value):
-    """snake_case keys -> the wire's camelCase, Nones dropped (the `ocpp` package's
-    rules, cached per key)."""
-    if isinstance(value, dict):
-        return {_camel_key(k): _camel(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_camel(v) for v in value if v is not None]
-    return value
-
-
-@functools.lru_cache(maxsize=1024)
-def _snake_key(key: str) -> str:
-    return next(iter(camel_to_snake_case({key: None})))
-
-
-def _snake(value):
-    """The wire's camelCase keys -> snake_case (the `ocpp` package's rules, cached per key)."""
-    if isinstance(value, dict):
-        return {_snake_key(k): _snake(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_snake(v) for v in value]
-    return value
 
 
 def _call_error(frame: list) -> OCPPError:

@@ -35,7 +35,6 @@ import ssl
 from datetime import datetime, timezone
 
 import ocpp.messages
-import websockets
 from ocpp.exceptions import OCPPError
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed

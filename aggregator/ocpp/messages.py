@@ -6,8 +6,11 @@ the edges). Sign: positive = the vehicle imports.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 
 from aggregator.chargers.port import MeterSample, Setpoint, VehicleInfo
 
@@ -168,3 +171,33 @@ def power_from_profile(profile: dict) -> tuple[float, datetime | None, datetime 
         watts = max(0.0, float(period.get("limit", 0.0)))
     kw = watts / 1000.0 if scale == 1.0 else watts * scale
     return kw, parse_time(profile.get("valid_from")), parse_time(profile.get("valid_to"))
+
+
+# -- wire keys: the `ocpp` package's camelCase <-> snake_case rules, cached per key --------------
+@functools.lru_cache(maxsize=512)
+def _camel_key(key: str) -> str:
+    return next(iter(snake_to_camel_case({key: None})))
+
+
+def to_camel(value):
+    """snake_case keys -> the wire's camelCase, Nones dropped (the `ocpp` package's
+    rules, cached per key)."""
+    if isinstance(value, dict):
+        return {_camel_key(k): to_camel(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [to_camel(v) for v in value if v is not None]
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _snake_key(key: str) -> str:
+    return next(iter(camel_to_snake_case({key: None})))
+
+
+def to_snake(value):
+    """The wire's camelCase keys -> snake_case (the `ocpp` package's rules, cached per key)."""
+    if isinstance(value, dict):
+        return {_snake_key(k): to_snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_snake(v) for v in value]
+    return value
