@@ -17,6 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aggregator.app import Aggregator
 from aggregator.config import Settings
@@ -24,6 +25,9 @@ from aggregator.event_summary import EventSummary, summarize_event
 from sim.stations import SimulatedFleet, start_simulated_fleet
 from sim.vtn import UtilityVtn
 from ven.pki import create_dev_pki
+
+if TYPE_CHECKING:
+    from sim.ocpp_station import OcppSimulatedFleet
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +166,8 @@ async def _advance(fleet, t: datetime, max_step_s: float = 1.0) -> None:
         await flush()
 
 
-async def _run_real_time(app: Aggregator, fleet: "SimulatedFleet | OcppSimulatedFleet", until: datetime, tick: timedelta, say) -> None:
+async def _run_real_time(app: Aggregator, fleet: SimulatedFleet | OcppSimulatedFleet, until: datetime,
+                         tick: timedelta, say) -> None:
     """Step the loop in real time; after each committed interval, say what the meters measured."""
     current, current_started, start_register = None, None, 0.0
     while (now := datetime.now(timezone.utc)) < until:
