@@ -224,7 +224,10 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
             # allows that for EVs leaving at or just after the block end
             req = blk_req[in_block[t]]
             floor_p = -(e - req) * prob.etad / prob.dur[t]
-            lo = np.where(e >= req, np.minimum(hi, np.maximum(lo, floor_p)), lo)
+            # an EV already below it does not export at all: every kWh it gave
+            # would be charged back inside the block, plus the round-trip loss
+            lo = np.where(e >= req, np.minimum(hi, np.maximum(lo, floor_p)),
+                          np.minimum(hi, np.maximum(lo, 0.0)))
         if t < T and prob.committed[t] and not follow_units_in_commitments:
             # inside a commitment: forced charging only, then the event-aware
             # time-equalising rule from the state the unit plan prepared
