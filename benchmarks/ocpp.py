@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"CSMS alone in this process; stations in {args.workers} other process(es); fd limit {hard}")
     print(f"{'stations':>8} {'run':>4} {'connect s':>10} {'1st fan-out s':>14} {'fan-out s':>10} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'max ms':>8} {'acked':>7} {'KiB/conn':>9} {'resync gave up':>15}")
+          f"{'p99 ms':>8} {'max ms':>8} {'acked':>7} {'KiB/conn':>9} {'resync gave up':>15} {'load 1m':>8}")
     for n in counts:
         if n + 200 > hard:
             print(f"{n:>8} skipped: the CSMS needs {n + 200} file descriptors, the hard limit is {hard}")
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             s = r["steady"]
             print(f"{n:>8} {run + 1:>4} {r['connect_s']:>10.2f} {r['first']['total']:>14.3f} {s['total']:>10.3f} "
                   f"{s['p50'] * 1e3:>8.1f} {s['p99'] * 1e3:>8.1f} {s['max'] * 1e3:>8.1f} {s['acked']:>7} "
-                  f"{r['kb']:>9.1f} {r['resync_failed']:>15}", flush=True)
+                  f"{r['kb']:>9.1f} {r['resync_failed']:>15} {os.getloadavg()[0]:>8.2f}", flush=True)
             results.append(r)
         steady = sorted(r["steady"]["total"] for r in results)
         first = sorted(r["first"]["total"] for r in results)
