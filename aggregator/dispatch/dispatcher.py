@@ -10,7 +10,11 @@ Each `step(now)` is snapshot -> allocate -> command:
    valid until shortly after the next re-plan; a station that rejects or does not
    answer is re-planned as unavailable and retried with back-off;
 4. a `StepReport` of what happened goes to the observers (ledger writer, live
-   metrics, performance tally), and the fleet state is written through.
+   metrics, performance tally; the ledger rows are written in a worker thread and
+   awaited, so the event loop is free meanwhile), and the fleet state is written through.
+
+The fleet comes from the registry's cached plan columns (`FleetRegistry.planned_fleet`),
+so a step right after the VEN's opt decision does not walk the fleet again.
 
 On shutdown, `hold_safe(now)` replaces the loop's last step: every station gets a
 command with no discharge that keeps charging toward its driver's need (a plan

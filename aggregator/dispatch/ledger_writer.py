@@ -67,8 +67,9 @@ class LedgerWriter:
     async def flush_async(self) -> bool:
         """`flush` with the write in a worker thread. The queue is taken and given back
         (on failure) here, on the loop; the thread only writes its own batch. A subclass
-        that redefines `flush` (the fenced writer) keeps its own, synchronous path."""
-        if type(self).flush is not LedgerWriter.flush:
+        that redefines `flush` (the fenced writer) keeps its own, synchronous path, and so
+        does an in-memory SQLite database (each thread would see its own, empty one)."""
+        if type(self).flush is not LedgerWriter.flush or _in_memory(self.engine):
             return self.flush()
         if not self.pending:
             return True
@@ -102,6 +103,11 @@ class LedgerWriter:
     def _transaction(self):
         """Where the rows are written (a leaseholder writes in a fenced transaction)."""
         return Session(self.engine)
+
+
+def _in_memory(engine) -> bool:
+    url = getattr(engine, "url", None)
+    return url is not None and url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
 def write_rows(db: Session, rows: list) -> None:

@@ -560,7 +560,9 @@ class FleetRegistry:
         station_ids, ids, rows = [], [], []
         nan = float("nan")
         for live in lives:   # one pass, one tuple of numbers per vehicle
-            spec, plug, boost_until = self._planned_spec(live), live.plug, live.boost_until
+            spec, plug, boost_until = live.spec, live.plug, live.boost_until
+            if live.reserve_kwh is not None or live.soc_stale or live.no_export or live.charge_cap_kw is not None:
+                spec = self._planned_spec(live)   # the driver's or the plan's own limits apply
             station_ids.append(live.station.id)
             ids.append(spec.id)
             rows.append((self.energy_kwh(live), spec.capacity_kwh, spec.floor_kwh,
