@@ -12,6 +12,14 @@ horizon (their pre-charge included), every other EV's plan kept:
 - site limits and later commitments apply to the block EVs' total plus the
   fixed power of the other EVs.
 
+When more EVs are plugged in than that, only those at sites with export
+headroom in a short interval are re-planned (the other sites sit at their
+export limits there: they cannot give more in that interval, whoever of their
+EVs exports), if they are few enough -- typically the EVs behind no site
+limit, whose energy the fleet-level rules spend early on what the limited
+sites could not give.  The LP's hair of slack on the energy bounds is trimmed
+before the feasibility check.
+
 The re-planned block replaces the old one only when the plan's score
 (departure shortfall, commitment shortfall, cost) improves.  Typical use: an
 event late in a day-long horizon after most EVs have left (95 EVs: 50 ms,
@@ -72,6 +80,21 @@ def _feasible(prob: Problem, Q: np.ndarray, idx: np.ndarray, tol: float = 1e-6) 
     return True
 
 
+def _within_energy(sub: Problem, Q: np.ndarray) -> np.ndarray:
+    """Q with the solver's hair of slack on the energy bounds removed: an
+    export that would take an EV below its floor, or charging above its
+    capacity, trimmed to the bound (micro-kWh)."""
+    Q = Q.copy()
+    e = sub.e0.copy()
+    lb = np.minimum(sub.lb, e)
+    for t in range(Q.shape[1]):
+        d = sub.dur[t]
+        Q[:, t] = np.minimum(np.maximum(Q[:, t], -np.maximum(e - lb, 0.0) * sub.etad / d),
+                             np.maximum(sub.cap - e, 0.0) / (sub.etac * d))
+        e = step_energy(e, Q[:, t], d, sub.etac, sub.etad)
+    return Q
+
+
 def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
                   time_limit_s: float = 0.5, merge_hours: float = 2.0) -> tuple[np.ndarray, int]:
     """(plan, blocks re-planned): every short commitment block whose EVs times
@@ -90,6 +113,15 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
         if not np.any(short > 1e-6 * max(1.0, float(np.abs(prob.target[a:b]).max()))):
             continue
         idx = np.flatnonzero(prob.frac[:, a:b].max(axis=1) > 0)
+        if idx.size > max_evs:
+            # too many: only the EVs at sites with export headroom in a short
+            # interval (the others' sites are at their limits there and could
+            # only help by shifting energy between EVs of the same site)
+            tot = np.zeros((prob.n_sites, b - a))
+            np.add.at(tot, prob.site, P[:, a:b])
+            is_short = short > 1e-6 * max(1.0, float(np.abs(prob.target[a:b]).max()))
+            room = tot[:, is_short] > -prob.site_exp[:, a:b][:, is_short] + 1e-6 * (1.0 + np.abs(tot[:, is_short]))
+            idx = idx[room.any(axis=1)[prob.site[idx]]]
         if idx.size == 0 or idx.size > max_evs:
             continue
         # from t = 0: the pre-charge before the block is part of what is re-planned
@@ -115,7 +147,7 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
         power = res.power if lp_sub is sub else expand(sub, edges, np.arange(idx.size), idx.size, res.charge,
                                                        res.discharge)
         Q = P.copy()
-        Q[idx, :] = np.clip(power, -sub.dmax, sub.cmax)
+        Q[idx, :] = _within_energy(sub, np.clip(power, -sub.dmax, sub.cmax))
         if not _feasible(prob, Q, idx):
             continue
         sc = score(prob, Q)
