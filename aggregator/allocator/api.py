@@ -26,6 +26,9 @@ MERGE_HOURS = 2.0
 #: a short commitment block whose EVs x LP periods are at most this is
 #: re-planned per EV (repair.py; ~430 EVs on a day-long horizon, ~0.16 s)
 REPAIR_MAX_SIZE = 10_000
+#: the same for the EVs at sites with export headroom when the whole block is
+#: larger (50 EVs behind no site limit x 16-23 periods: 0.04-0.06 s)
+REPAIR_SITE_MAX_SIZE = 2_000
 
 
 def default_max_units(n: int) -> int:
@@ -72,7 +75,11 @@ def greedy_plan(prob: Problem) -> np.ndarray:
     ceiling plan usually wins, but with uneven ceilings the forward
     least-laxity rule sometimes does, so both run and the better is kept."""
     P = plan_rule(prob, "greedy")
-    if not ceiling_blocks(prob):
+    blocks = ceiling_blocks(prob)
+    if not blocks or all(np.ptp(prob.target[a:b]) <= 1e-9 * (1.0 + abs(prob.target[a])) for a, b in blocks):
+        # constant ceilings: the backward plan beat the forward rule on every
+        # benchmark fleet (legacy-flat, sites-flat, sites-over at T = 96, by
+        # 4-50x in commitment shortfall), so the forward rule is not run
         return P
     Q = plan_rule(prob, "greedy", plan_ceilings=False)
     return Q if _score(prob, Q) < _score(prob, P) else P
@@ -168,13 +175,20 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
             # the horizon would, where forced charging serves the needs), so
             # its plan is the same without the LP -- measured identical on
             # every benchmark flat / 130 % fleet, where the LP-following
-            # site split never beat it or the greedy plan; the LP is skipped
-            t1 = time.perf_counter()
-            capped_any = bool(np.isfinite(prob.site_exp[:, : prob.T]).any())
-            Q = split_plan(prob, np.zeros(n, dtype=np.int64), 1, np.zeros((1, prob.Tx)),
-                           follow_sites=False, keep_block_req=capped_any)
-            split_s += time.perf_counter() - t1
-            if _score(prob, Q) < _score(prob, G):
+            # site split never beat it or the greedy plan; the LP is skipped.
+            # (Only where some interval asks for export: under import
+            # ceilings alone the rule, made for export blocks, lost to the
+            # greedy backward ceiling plan on every benchmark fleet -- 7-13 pp
+            # from the LP optimum on sites-flat / sites-over 1,000 x 96 -- so
+            # only the greedy plan runs there)
+            Q = None
+            if np.any(prob.target < 0):
+                t1 = time.perf_counter()
+                capped_any = bool(np.isfinite(prob.site_exp[:, : prob.T]).any())
+                Q = split_plan(prob, np.zeros(n, dtype=np.int64), 1, np.zeros((1, prob.Tx)),
+                               follow_sites=False, keep_block_req=capped_any)
+                split_s += time.perf_counter() - t1
+            if Q is not None and _score(prob, Q) < _score(prob, G):
                 G = Q
                 method = "split-rule"
             else:
@@ -249,7 +263,8 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
         # a short commitment block that few EVs can serve: re-plan it per EV
         t1 = time.perf_counter()
         P, n_rep = repair_blocks(prob, P, _score, REPAIR_MAX_SIZE,
-                                 max(0.05, options.time_budget_s - (time.perf_counter() - t_start)))
+                                 max(0.05, options.time_budget_s - (time.perf_counter() - t_start)),
+                                 site_max_size=REPAIR_SITE_MAX_SIZE)
         split_s += time.perf_counter() - t1
         if n_rep:
             notes.append(f"{n_rep} short commitment block(s) served by few EVs re-planned per EV")

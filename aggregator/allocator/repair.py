@@ -96,10 +96,15 @@ def _within_energy(sub: Problem, Q: np.ndarray) -> np.ndarray:
 
 
 def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
-                  time_limit_s: float = 0.5, merge_hours: float = 2.0) -> tuple[np.ndarray, int]:
+                  time_limit_s: float = 0.5, merge_hours: float = 2.0,
+                  site_max_size: int = 2_000) -> tuple[np.ndarray, int]:
     """(plan, blocks re-planned): every short commitment block whose EVs times
-    the LP periods (merged grid) number at most `max_size` re-planned per EV
-    (see the module docstring)."""
+    the LP periods (merged grid) number at most `max_size` re-planned per EV;
+    in a block with more EVs, those at sites with export headroom in its short
+    intervals, if they times the periods number at most `site_max_size` (the
+    case is common on large fleets, where the rules alone are already close
+    and a larger LP would cost more than the plan's time target allows) (see
+    the module docstring)."""
     blocks = commitment_blocks(prob)
     if not blocks:
         return P, 0
@@ -122,6 +127,8 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
             is_short = short > 1e-6 * max(1.0, float(np.abs(prob.target[a:b]).max()))
             room = tot[:, is_short] > -prob.site_exp[:, a:b][:, is_short] + 1e-6 * (1.0 + np.abs(tot[:, is_short]))
             idx = idx[room.any(axis=1)[prob.site[idx]]]
+            if idx.size * max(edges.size - 1, 1) > site_max_size:
+                continue
         if idx.size == 0 or idx.size > max_evs:
             continue
         # from t = 0: the pre-charge before the block is part of what is re-planned
