@@ -20,7 +20,8 @@ the charger port.
   online and re-synchronised: the profile it holds is re-read (GetChargingProfiles
   -> ReportChargingProfiles), its queued offline messages are awaited
   (GetTransactionStatus until messagesInQueue is false) and its transaction state is
-  re-read (TriggerMessage TransactionEvent); an attempt that times out is retried
+  re-read (TriggerMessage TransactionEvent). At most `resync_concurrency` re-syncs
+  run at once (a reconnect storm queues them); an attempt that times out is retried
   with back-off (`resyncs_done` / `resyncs_failed` count them). Per-station state (transaction,
   sequence numbers, last sample, installed profile) outlives connections, so
   nothing it replays is counted twice.
@@ -61,7 +62,7 @@ class Csms:
                  port: int = 9000, security_profile: int = 0, ssl_context: ssl.SSLContext | None = None,
                  command_timeout: float = 10.0, validate_outgoing: bool = False, clock=_utc_now,
                  commitment_in_force=None, dynamic_profiles: bool = True, resync_timeout: float = 10.0,
-                 open_timeout: float = 60.0, resync_attempts: int = 4):
+                 open_timeout: float = 60.0, resync_attempts: int = 4, resync_concurrency: int = 500):
         self.sink = sink
         self.directory = directory
         self.host, self.port = host, port
@@ -74,6 +75,9 @@ class Csms:
         self.dynamic_profiles = dynamic_profiles
         self.resync_timeout = resync_timeout
         self.resync_attempts = resync_attempts
+        # Re-syncs in flight at once: in a reconnect storm of thousands, all at once would each
+        # be slow and time out together; queued, each runs quickly when its turn comes.
+        self._resync_slots = asyncio.Semaphore(resync_concurrency)
         self.open_timeout = open_timeout   # a reconnect storm of thousands must not time out its own handshakes
         self.connections: dict = {}
         self.states: dict[str, StationState] = {}
@@ -172,7 +176,10 @@ class Csms:
             if self.connections.get(connection.id) is not connection:
                 return   # gone or replaced: a new connection re-syncs itself
             try:
-                await asyncio.wait_for(self.resync(connection), self.resync_timeout)
+                async with self._resync_slots:   # the timeout counts from the slot, not the queue
+                    if self.connections.get(connection.id) is not connection:
+                        return
+                    await asyncio.wait_for(self.resync(connection), self.resync_timeout)
                 return
             except (OCPPError, asyncio.TimeoutError) as err:
                 log.info("station %s: re-sync attempt %d incomplete (%s)", connection.id, attempt,

@@ -173,3 +173,20 @@ async def test_resync_that_times_out_is_retried_then_given_up(engine, now):
     finally:
         await fleet.close()
         await csms.stop()
+
+
+async def test_resyncs_queue_beyond_their_concurrency(engine, now):
+    """A reconnect storm: re-syncs beyond `resync_concurrency` wait for a slot (none times
+    out in the queue) and every station is re-synchronised."""
+    registry, sink, csms, fleet = await start_world(engine, now, resync_concurrency=1, resync_timeout=5)
+    try:
+        await fleet.connect_all(csms.url)
+        for _ in range(200):
+            if csms.resyncs_done >= len(fleet.clients):
+                break
+            await asyncio.sleep(0.05)
+        assert (csms.resyncs_done, csms.resyncs_failed) == (len(fleet.clients), 0)
+        assert len(fleet.clients) > 1
+    finally:
+        await fleet.close()
+        await csms.stop()
