@@ -126,9 +126,16 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
             np.add.at(tot, prob.site, P[:, a:b])
             is_short = short > 1e-6 * max(1.0, float(np.abs(prob.target[a:b]).max()))
             room = tot[:, is_short] > -prob.site_exp[:, a:b][:, is_short] + 1e-6 * (1.0 + np.abs(tot[:, is_short]))
-            idx = idx[room.any(axis=1)[prob.site[idx]]]
-            if idx.size * max(edges.size - 1, 1) > site_max_size:
+            # the sites with headroom, fewest EVs first, as many as fit
+            cnt = np.bincount(prob.site[idx], minlength=prob.n_sites)
+            cand = np.flatnonzero(room.any(axis=1) & (cnt > 0))
+            cand = cand[np.argsort(cnt[cand], kind="stable")]
+            fit = np.cumsum(cnt[cand]) * max(edges.size - 1, 1) <= site_max_size
+            if not fit.any():
                 continue
+            take = np.zeros(prob.n_sites, dtype=bool)
+            take[cand[fit]] = True
+            idx = idx[take[prob.site[idx]]]
         if idx.size == 0 or idx.size > max_evs:
             continue
         # from t = 0: the pre-charge before the block is part of what is re-planned
