@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bound import _window_export
 from .heuristics import commitment_blocks
 from .horizon import Problem, step_energy
 from .lp import Units, solve_units
@@ -80,6 +81,34 @@ def _feasible(prob: Problem, Q: np.ndarray, idx: np.ndarray, tol: float = 1e-6) 
     return True
 
 
+def block_shortfall_bound_kwh(prob: Problem, a: int, b: int) -> float:
+    """Commitment shortfall (kWh) over block [a, b) that no plan meeting the
+    departure needs avoids: the block as one window of
+    `bound.shortfall_lower_bound_kwh` (every EV exports at most its discharge
+    limit x plugged hours, and at most what it can hold at the block start --
+    full charging from t = 0 -- above what it must hold at the block end;
+    every site at most its export limit over the block, and its EVs pre-charge
+    at most what its import limit lets in).  O(N)."""
+    d = prob.dur[a:b]
+    a_h, b_h = prob.start[a], prob.end[b - 1]
+    e_req = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - b_h))
+    h = np.clip(np.minimum(prob.dep, b_h) - a_h, 0.0, None)[:, None]
+    e_max = np.minimum(prob.cap, prob.e0 + prob.etac * prob.pc * np.minimum(prob.dep, a_h))
+    x = _window_export((e_max - e_req)[:, None], h, prob.pc, prob.pd, prob.etac, prob.etad)[:, 0]
+    S = prob.n_sites
+    xs = np.bincount(prob.site, weights=x, minlength=S)
+    imp = prob.site_imp[:, :a]
+    if a and np.isfinite(imp).any():
+        x0 = _window_export((prob.e0 - e_req)[:, None], h, prob.pc, prob.pd, prob.etac, prob.etad)[:, 0]
+        pre = np.where(np.isfinite(imp).all(axis=1), (np.where(np.isfinite(imp), imp, 0.0) * prob.dur[None, :a]).sum(axis=1),
+                       np.inf)
+        xs = np.minimum(xs, np.bincount(prob.site, weights=x0, minlength=S) + pre)
+    exp = prob.site_exp[:, a:b]
+    cap_w = np.where(np.isfinite(exp).all(axis=1), (np.where(np.isfinite(exp), exp, 0.0) * d[None, :]).sum(axis=1), np.inf)
+    xsum = float(np.minimum(xs, cap_w).sum())
+    return max(0.0, -xsum - float(np.sum(prob.target[a:b] * d)))
+
+
 def _within_energy(sub: Problem, Q: np.ndarray) -> np.ndarray:
     """Q with the solver's hair of slack on the energy bounds removed: an
     export that would take an EV below its floor, or charging above its
@@ -97,14 +126,18 @@ def _within_energy(sub: Problem, Q: np.ndarray) -> np.ndarray:
 
 def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
                   time_limit_s: float = 0.5, merge_hours: float = 2.0,
-                  site_max_size: int = 2_000) -> tuple[np.ndarray, int]:
+                  site_max_size: int = 2_000, poor_max_size: int = 0,
+                  poor_gap: float = 0.02) -> tuple[np.ndarray, int]:
     """(plan, blocks re-planned): every short commitment block whose EVs times
     the LP periods (merged grid) number at most `max_size` re-planned per EV;
     in a block with more EVs, those at sites with export headroom in its short
     intervals, if they times the periods number at most `site_max_size` (the
     case is common on large fleets, where the rules alone are already close
     and a larger LP would cost more than the plan's time target allows) (see
-    the module docstring)."""
+    the module docstring).  A block whose shortfall exceeds what no plan can
+    avoid (`block_shortfall_bound_kwh`) by more than `poor_gap` of its
+    committed energy -- a poor plan, not an over-commitment -- may use up to
+    `poor_max_size` EV-periods."""
     blocks = commitment_blocks(prob)
     if not blocks:
         return P, 0
@@ -118,7 +151,13 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
         if not np.any(short > 1e-6 * max(1.0, float(np.abs(prob.target[a:b]).max()))):
             continue
         idx = np.flatnonzero(prob.frac[:, a:b].max(axis=1) > 0)
-        if idx.size > max_evs:
+        lim = max_evs
+        if poor_max_size > max_size and idx.size > max_evs:
+            d = prob.dur[a:b]
+            asked = float(np.sum(np.abs(prob.target[a:b]) * d))
+            if float(np.sum(short * d)) - block_shortfall_bound_kwh(prob, a, b) > poor_gap * asked:
+                lim = poor_max_size // max(edges.size - 1, 1)
+        if idx.size > lim:
             # too many: only the EVs at sites with export headroom in a short
             # interval (the others' sites are at their limits there and could
             # only help by shifting energy between EVs of the same site)
@@ -136,7 +175,7 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
             take = np.zeros(prob.n_sites, dtype=bool)
             take[cand[fit]] = True
             idx = idx[take[prob.site[idx]]]
-        if idx.size == 0 or idx.size > max_evs:
+        if idx.size == 0 or idx.size > lim:
             continue
         # from t = 0: the pre-charge before the block is part of what is re-planned
         e0 = prob.e0[idx]
