@@ -34,6 +34,15 @@ def test_environment_overrides_file(tmp_path):
     ('[program]\nsimple_level_export_kw = { "4" = 10.0 }\n', "program.simple_level_export_kw"),
     ('[ven]\nvtn_url = "ftp://x"\n', "ven.vtn_url"),
     ('[program]\ntimezone = "Mars/Olympus"\n', "program.timezone"),
+    # [[sites]]: limits >= 0 and finite, a real time zone, no unknown keys, unique ids
+    ('[[sites]]\nid = 1\nname = "a"\nexport_limit_kw = -1.0\n', "sites.0.export_limit_kw"),
+    ('[[sites]]\nid = 1\nname = "a"\nimport_limit_kw = inf\n', "sites.0.import_limit_kw"),
+    ('[[sites]]\nid = 1\nname = "a"\nimport_limit_kw = nan\n', "sites.0.import_limit_kw"),
+    ('[[sites]]\nid = 1\nname = "a"\ntimezone = "Mars/Olympus"\n', "sites.0.timezone"),
+    ('[[sites]]\nid = 1\nname = "a"\ncolour = "red"\n', "sites.0.colour"),
+    ('[[sites]]\nname = "a"\n', "sites.0.id"),
+    ('[[sites]]\nid = -2\nname = "a"\n', "sites.0.id"),
+    ('[[sites]]\nid = 1\nname = "a"\n[[sites]]\nid = 1\nname = "b"\n', "sites"),
 ])
 def test_bad_keys_and_values_are_named(tmp_path, text, named):
     path = tmp_path / "v2x.toml"
