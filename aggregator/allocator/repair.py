@@ -136,8 +136,10 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
     and a larger LP would cost more than the plan's time target allows) (see
     the module docstring).  A block whose shortfall exceeds what no plan can
     avoid (`block_shortfall_bound_kwh`) by more than `poor_gap` of its
-    committed energy -- a poor plan, not an over-commitment -- may use up to
-    `poor_max_size` EV-periods."""
+    committed energy -- a poor plan, not an over-commitment -- and served by
+    at most a quarter of the fleet may use up to `poor_max_size` EV-periods
+    (the one-window bound is loose on long blocks: a block of the whole fleet
+    would otherwise pay a full per-EV LP for nothing, e.g. 2 s at 1,000 EVs)."""
     blocks = commitment_blocks(prob)
     if not blocks:
         return P, 0
@@ -152,7 +154,7 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
             continue
         idx = np.flatnonzero(prob.frac[:, a:b].max(axis=1) > 0)
         lim = max_evs
-        if poor_max_size > max_size and idx.size > max_evs:
+        if poor_max_size > max_size and max_evs < idx.size <= prob.n // 4:
             d = prob.dur[a:b]
             asked = float(np.sum(np.abs(prob.target[a:b]) * d))
             if float(np.sum(short * d)) - block_shortfall_bound_kwh(prob, a, b) > poor_gap * asked:
