@@ -29,15 +29,20 @@ Methods (``AllocatorOptions.method``)
 "proportional", "llf"  baselines (heuristics.py).
 "auto"         "lp" when the fleet has at most ``lp_max_evs`` distinct EVs,
                else the greedy plan when it meets every commitment and need
-               (no prices); else, with every caller interval committed and
+               (no prices; also after its short block is re-planned per EV,
+               see below); else, with every caller interval committed and
                no prices, the better of the commitment split rule (which
                does not use a unit plan there; method "split-rule") and
-               greedy, without the cluster LP; else the best of the cluster
-               splits and greedy.  "auto" and "cluster" then re-plan per EV
-               any commitment block that falls short and is served by few
-               EVs (EVs x LP periods <= 10,000: an event late in a day,
-               after most EVs left; repair.py), keeping the re-plan only
-               when it is better.
+               greedy -- under import ceilings alone greedy only -- without
+               the cluster LP; else the best of the cluster splits and
+               greedy.  "auto" and "cluster" then re-plan per EV any
+               commitment block that falls short (repair.py): all its EVs
+               when few (EVs x LP periods <= 10,000: an event late in a
+               day, after most EVs left), else the EVs at the sites with
+               export headroom in its short intervals (<= 2,000), or up to
+               30,000 for a block of at most a quarter of the fleet that
+               misses its closed-form bound by > 2 % of its commitment;
+               the re-plan is kept only when it is better.
 
 Objective order: departure energy (hard when feasible) >> commitment shortfall
 >> price >> battery wear >> fairness (identical EVs get identical shares;
