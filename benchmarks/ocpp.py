@@ -181,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             if profiler:
                 profiler.dump_stats(args.profile)
             s = r["steady"]
+            # resident-set growth means something in the first run only: later ones reuse freed memory
+            kib = f"{r['kb']:.1f}" if run == 0 else "-"
             print(f"{n:>8} {run + 1:>4} {r['connect_s']:>10.2f} {r['first']['total']:>14.3f} {s['total']:>10.3f} "
                   f"{s['p50'] * 1e3:>8.1f} {s['p99'] * 1e3:>8.1f} {s['max'] * 1e3:>8.1f} {s['acked']:>7} "
-                  f"{r['kb']:>9.1f} {r['resync_failed']:>15} {s['cpu']:>10.2f} {os.getloadavg()[0]:>8.2f}", flush=True)
+                  f"{kib:>9} {r['resync_failed']:>15} {s['cpu']:>10.2f} {os.getloadavg()[0]:>8.2f}", flush=True)
             results.append(r)
         steady = sorted(r["steady"]["total"] for r in results)
         first = sorted(r["first"]["total"] for r in results)

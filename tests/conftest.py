@@ -62,7 +62,7 @@ def postgres_url():
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
     """A fresh, empty database per test: a SQLite file, or a PostgreSQL schema."""
     if request.param == "sqlite":

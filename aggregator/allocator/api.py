@@ -104,6 +104,13 @@ def _site_limited_bound(prob: Problem, fleet: FleetArrays, durations: np.ndarray
     return np.minimum(np.maximum(by_site, -exp), imp).sum(axis=0)
 
 
+def _repair(prob: Problem, P: np.ndarray, budget_s: float) -> tuple[np.ndarray, int]:
+    """Short commitment blocks of plan P re-planned per EV (see repair.py), within what
+    is left of the time budget (at least 50 ms)."""
+    return repair_blocks(prob, P, _score, REPAIR_MAX_SIZE, max(0.05, budget_s),
+                         site_max_size=REPAIR_SITE_MAX_SIZE, poor_max_size=REPAIR_POOR_MAX_SIZE)
+
+
 def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = AllocatorOptions()) -> Plan:
     """Plan every plugged-in EV's power for the caller's intervals.
 
@@ -178,10 +185,7 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
             # per EV -- when that makes the greedy plan optimal the cluster LP
             # is skipped as well (sites-event 1,000 x 16: 7 of 10 seeds)
             t1 = time.perf_counter()
-            G2, n_rep = repair_blocks(prob, G, _score, REPAIR_MAX_SIZE,
-                                      max(0.05, options.time_budget_s - (time.perf_counter() - t_start)),
-                                      site_max_size=REPAIR_SITE_MAX_SIZE,
-                                      poor_max_size=REPAIR_POOR_MAX_SIZE)
+            G2, n_rep = _repair(prob, G, options.time_budget_s - (time.perf_counter() - t_start))
             split_s += time.perf_counter() - t1
             if n_rep and _greedy_is_optimal(prob, G2):
                 G, repaired = G2, True
@@ -282,10 +286,7 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
     if (auto or options.method == "cluster") and method != "lp" and REPAIR_MAX_SIZE > 0:
         # a short commitment block that few EVs can serve: re-plan it per EV
         t1 = time.perf_counter()
-        P, n_rep = repair_blocks(prob, P, _score, REPAIR_MAX_SIZE,
-                                 max(0.05, options.time_budget_s - (time.perf_counter() - t_start)),
-                                 site_max_size=REPAIR_SITE_MAX_SIZE,
-                                 poor_max_size=REPAIR_POOR_MAX_SIZE)
+        P, n_rep = _repair(prob, P, options.time_budget_s - (time.perf_counter() - t_start))
         split_s += time.perf_counter() - t1
         if n_rep:
             notes.append(f"{n_rep} short commitment block(s) served by few EVs re-planned per EV")

@@ -173,12 +173,10 @@ class Csms:
             await asyncio.sleep(0.05)
         delay, attempts = 1.0, self.resync_attempts
         for attempt in range(1, attempts + 1):
-            if self.connections.get(connection.id) is not connection:
-                return   # gone or replaced: a new connection re-syncs itself
             try:
                 async with self._resync_slots:   # the timeout counts from the slot, not the queue
                     if self.connections.get(connection.id) is not connection:
-                        return
+                        return   # gone or replaced: a new connection re-syncs itself
                     await asyncio.wait_for(self.resync(connection), self.resync_timeout)
                 return
             except (OCPPError, asyncio.TimeoutError) as err:

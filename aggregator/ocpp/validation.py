@@ -37,23 +37,19 @@ def _compiled(version: str, action: str, kind: str = "Request"):
 
 def check_call(msg: Call, version: str) -> None:
     """Raise the `ocpp` package's OCPPError for an out-of-schema request; return if it is valid."""
-    validate = _compiled(version, msg.action)
-    if validate is not None:
-        try:
-            validate(msg.payload)
-            return
-        except fastjsonschema.JsonSchemaException:
-            pass   # the package names the violation (and has the last word)
-    _validate_payload(msg, version)
+    _check(msg, _compiled(version, msg.action), version)
 
 
 def check_result(action: str, payload, version: str) -> None:
     """The same for the answer to one of our CALLs."""
-    validate = _compiled(version, action, "Response")
+    _check(CallResult("-", payload, action), _compiled(version, action, "Response"), version)
+
+
+def _check(message: Call | CallResult, validate, version: str) -> None:
     if validate is not None:
         try:
-            validate(payload)
+            validate(message.payload)
             return
         except fastjsonschema.JsonSchemaException:
-            pass
-    _validate_payload(CallResult("-", payload, action), version)
+            pass   # the package names the violation (and has the last word)
+    _validate_payload(message, version)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlmodel import Session, select
 
@@ -30,6 +30,17 @@ async def wait_until(predicate, timeout: float, what: str, log_path=None) -> Non
             tail = log_path.read_text()[-3000:] if log_path is not None and log_path.exists() else ""
             raise AssertionError(f"timed out waiting for {what}\n{tail}")
         await asyncio.sleep(0.2)
+
+
+async def event_answered(vtn, intervals, log_path, lead: timedelta = timedelta(seconds=8)) -> tuple[str, datetime]:
+    """Once the service has registered at the VTN: an event of `intervals` [(duration,
+    kW)] starting `lead` from now, and the service's opt response to it. (event id, start)."""
+    await wait_until(lambda: vtn.record.registered, 90, "registration", log_path)
+    (ven_id,) = vtn.record.registered
+    start = datetime.now(timezone.utc) + lead
+    event_id = vtn.dispatch_event(ven_id, start, intervals)
+    await wait_until(lambda: vtn.record.opt_responses, 30, "the opt response", log_path)
+    return event_id, start
 
 
 def stop_all(*processes) -> None:

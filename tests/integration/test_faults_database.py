@@ -24,7 +24,8 @@ from aggregator.store.db import make_engine
 from aggregator.store.models import SetpointRecord
 from sim.vtn import UtilityVtn
 from tests.conftest import free_port
-from tests.integration.service_process import readings_by_source, start_service, stop_all, utc, wait_until
+from tests.integration.service_process import (event_answered, readings_by_source, start_service, stop_all, utc,
+                                               wait_until)
 
 pytestmark = pytest.mark.integration
 INTERVAL = timedelta(seconds=25)
@@ -106,11 +107,7 @@ def test_database_unreachable_for_30_s_mid_event_loses_nothing(tmp_path, databas
         process = None
         try:
             process = start_service(service_url, vtn.url, log_path)
-            await wait_until(lambda: vtn.record.registered, 90, "registration", log_path)
-            (ven_id,) = vtn.record.registered
-            start = datetime.now(timezone.utc) + timedelta(seconds=8)
-            event_id = vtn.dispatch_event(ven_id, start, [(INTERVAL, ASK_KW)] * 4)
-            await wait_until(lambda: vtn.record.opt_responses, 30, "the opt response", log_path)
+            event_id, start = await event_answered(vtn, [(INTERVAL, ASK_KW)] * 4, log_path)
             await wait_until(lambda: datetime.now(timezone.utc) > start + OUTAGE_FROM, 60, "the outage")
             down_at = datetime.now(timezone.utc)
             await proxy.pause()

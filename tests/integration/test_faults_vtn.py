@@ -24,7 +24,7 @@ from aggregator.store.db import make_engine
 from aggregator.store.models import SetpointRecord
 from sim.vtn import UtilityVtn
 from tests.conftest import free_port
-from tests.integration.service_process import start_service, stop_all, utc, wait_until
+from tests.integration.service_process import event_answered, start_service, stop_all, utc, wait_until
 
 pytestmark = pytest.mark.integration
 INTERVAL = timedelta(seconds=45)
@@ -46,11 +46,7 @@ def test_vtn_unreachable_for_2_minutes_mid_event(tmp_path, database_url):
         process = None
         try:
             process = start_service(database_url, vtn.url, log_path, V2X_CONFIG=str(config))
-            await wait_until(lambda: vtn.record.registered, 90, "registration", log_path)
-            (ven_id,) = vtn.record.registered
-            start = datetime.now(timezone.utc) + timedelta(seconds=8)
-            event_id = vtn.dispatch_event(ven_id, start, [(INTERVAL, ASK_KW)] * 3)
-            await wait_until(lambda: vtn.record.opt_responses, 30, "the opt response", log_path)
+            event_id, start = await event_answered(vtn, [(INTERVAL, ASK_KW)] * 3, log_path)
             await wait_until(lambda: datetime.now(timezone.utc) > start + OUTAGE_FROM, 60, "the outage")
             await vtn.stop()
             down_at = datetime.now(timezone.utc)

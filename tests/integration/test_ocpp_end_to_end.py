@@ -110,7 +110,6 @@ def test_stations_add_then_run_accepts_station_dispatches_and_meters(tmp_path):
             assert any(kind in ("Dynamic", "Update", "Absolute") and kw < -1.0 for kind, kw in station.commands), \
                 (station.commands, log_path.read_text()[-3000:])
             assert station.station.export_kwh > 0.005
-            return start
         finally:
             running = False
             await station.disconnect()
@@ -123,7 +122,7 @@ def test_stations_add_then_run_accepts_station_dispatches_and_meters(tmp_path):
                     service.wait()
             await vtn.stop()
 
-    start = asyncio.run(scenario())
+    asyncio.run(scenario())
     engine = make_engine(database_url)
     try:
         with Session(engine) as db:

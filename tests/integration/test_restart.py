@@ -15,8 +15,8 @@ from aggregator.event_summary import summarize_event
 from aggregator.store.db import make_engine
 from sim.vtn import UtilityVtn
 from tests.conftest import free_port
-from tests.integration.service_process import (readings_by_source, register_net_export_kwh, start_service,
-                                               stop_all, utc, wait_until)
+from tests.integration.service_process import (event_answered, readings_by_source, register_net_export_kwh,
+                                               start_service, stop_all, utc, wait_until)
 from ven.store import VenEvent
 
 pytestmark = pytest.mark.integration
@@ -35,11 +35,7 @@ def test_killed_mid_event_resumes_and_counts_nothing_twice(tmp_path, database_ur
         first = second = None
         try:
             first = start_service(database_url, vtn.url, log_path)
-            await wait_until(lambda: vtn.record.registered, 90, "registration", log_path)
-            (ven_id,) = vtn.record.registered
-            start = datetime.now(timezone.utc) + timedelta(seconds=8)
-            event_id = vtn.dispatch_event(ven_id, start, [(INTERVAL, ASK_KW)] * 4)
-            await wait_until(lambda: vtn.record.opt_responses, 30, "the opt response", log_path)
+            event_id, start = await event_answered(vtn, [(INTERVAL, ASK_KW)] * 4, log_path)
             # kill it hard in the middle of the second interval
             await wait_until(lambda: datetime.now(timezone.utc) > start + INTERVAL * 1.5, 90, "mid-event")
             first.send_signal(signal.SIGKILL)

@@ -15,7 +15,8 @@ from aggregator.store.db import make_engine
 from aggregator.store.models import SetpointRecord
 from sim.vtn import UtilityVtn
 from tests.conftest import free_port
-from tests.integration.service_process import readings_by_source, start_service, stop_all, utc, wait_until
+from tests.integration.service_process import (event_answered, readings_by_source, start_service, stop_all, utc,
+                                               wait_until)
 
 pytestmark = pytest.mark.integration
 SHUTDOWN_BOUND_S = 25.0    # the service's own budget is 20 s
@@ -31,11 +32,7 @@ def test_a_stop_mid_event_leaves_every_station_safe_and_loses_nothing(tmp_path, 
         process = None
         try:
             process = start_service(database_url, vtn.url, log_path)
-            await wait_until(lambda: vtn.record.registered, 90, "registration", log_path)
-            (ven_id,) = vtn.record.registered
-            start = datetime.now(timezone.utc) + timedelta(seconds=6)
-            vtn.dispatch_event(ven_id, start, [(timedelta(seconds=60), 300.0)])
-            await wait_until(lambda: vtn.record.opt_responses, 30, "the opt response", log_path)
+            _, start = await event_answered(vtn, [(timedelta(seconds=60), 300.0)], log_path, timedelta(seconds=6))
             await wait_until(lambda: datetime.now(timezone.utc) > start + timedelta(seconds=15), 60, "mid-event")
             exporting = [v for _, _, v in vtn.record.reports][-1:]
             stopped_at = datetime.now(timezone.utc)

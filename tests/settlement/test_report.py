@@ -170,9 +170,9 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def test_run_settle_writes_csv_json_png(engine, db_url, tmp_path):
+def test_run_settle_writes_csv_json_png(engine, database_url, tmp_path):
     build_ledger(engine)
-    settings = Settings(database=DatabaseSettings(url=db_url))
+    settings = Settings(database=DatabaseSettings(url=database_url))
     paths = {k: tmp_path / f"season.{k}" for k in ("csv", "json", "png")}
     out, err = io.StringIO(), io.StringIO()
     code = run_settle(parse(["--season", "2025", "--csv", str(paths["csv"]), "--json", str(paths["json"]),
