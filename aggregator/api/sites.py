@@ -21,12 +21,16 @@ from aggregator.store.models import StationCredential
 SHOWN = 20    # names listed in a 409 before "and N more"
 
 
+def _nothing_live() -> dict:
+    return dict(stations=0, stations_online=0, vehicles=0, plugged_in=0, power_kw=0.0)
+
+
 def _live(registry) -> dict[int, dict]:
     """Per site number: stations, vehicles, plugged in, power now (from the fleet-state registry)."""
     out: dict[int, dict] = {}
 
     def site(number: int) -> dict:
-        return out.setdefault(number, dict(stations=0, stations_online=0, vehicles=0, plugged_in=0, power_kw=0.0))
+        return out.setdefault(number, _nothing_live())
     for live in registry.stations.values():
         entry = site(live.station.site)
         entry["stations"] += 1
@@ -40,7 +44,7 @@ def _live(registry) -> dict[int, dict]:
 
 
 def _site(number: int, record: SiteRecord | None, live: dict | None) -> s.Site:
-    live = live or dict(stations=0, stations_online=0, vehicles=0, plugged_in=0, power_kw=0.0)
+    live = live or _nothing_live()
     if record is None:
         return s.Site(site=number, configured=False, name=None, timezone=None, import_limit_kw=None,
                       export_limit_kw=None, notes="", updated_at=None, **live)
