@@ -45,7 +45,21 @@ def default_max_units(n: int) -> int:
 
 
 def _score(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
-    """Lexicographic plan quality: (departure shortfall, commitment shortfall, cost)."""
+    """Lexicographic plan quality: (departure shortfall, commitment shortfall, cost).
+
+    Remembered per plan array (the last few, by identity: no plan is changed
+    in place once scored), since the same candidate is compared several times."""
+    memo = prob.cache.setdefault("score", [])
+    for Q, sc in memo:
+        if Q is P:
+            return sc
+    sc = _score_of(prob, P)
+    memo.append((P, sc))
+    del memo[:-4]
+    return sc
+
+
+def _score_of(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
     E = simulate(prob, np.clip(P, -prob.dmax, prob.cmax))
     dep = float(np.sum(np.maximum(0.0, prob.need - E[:, -1])))
     fleet = P[:, : prob.T].sum(axis=0)
@@ -54,7 +68,9 @@ def _score(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
     if prob.over_kw is not None:
         short = short + np.where(prob.committed, np.maximum(0.0, np.nan_to_num(tgt) - prob.over_kw - fleet), 0.0)
     sk = float(np.sum(short * prob.dur[: prob.T]))
-    cost = float(np.sum(P * prob.price[prob.site] * prob.dur[None, :]) + prob.wear * np.sum(np.abs(P) * prob.dur[None, :]))
+    cost = prob.wear * float(np.sum(np.abs(P) @ prob.dur))
+    if prob.has_price:
+        cost += float(np.sum(P * prob.price[prob.site] * prob.dur[None, :]))
     scale = 1e-6 * max(1.0, float(np.sum(prob.cap)))
     return (round(dep / scale), round(sk / scale), cost)
 
@@ -99,8 +115,7 @@ def _site_limited_bound(prob: Problem, fleet: FleetArrays, durations: np.ndarray
     exp, imp = prob.site_exp[:, :T], prob.site_imp[:, :T]
     if not (np.isfinite(exp).any() or np.isfinite(imp).any()):
         return per.sum(axis=0)
-    by_site = np.zeros((prob.n_sites, T))
-    np.add.at(by_site, prob.site, per)
+    by_site = prob.by_site(per)
     return np.minimum(np.maximum(by_site, -exp), imp).sum(axis=0)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fleet import FleetArrays
+from .fleet import FleetArrays, site_totals
 from .types import AllocatorOptions, Targets
 
 __all__ = ["Problem", "build_problem", "step_energy", "power_band", "simulate"]
@@ -52,12 +52,20 @@ class Problem:
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def cmax(self) -> np.ndarray:  # (N, Tx)
-        return self.pc[:, None] * self.frac
+    def cmax(self) -> np.ndarray:  # (N, Tx); computed once (pc and frac never change)
+        if "cmax" not in self.cache:
+            self.cache["cmax"] = self.pc[:, None] * self.frac
+        return self.cache["cmax"]
 
     @property
     def dmax(self) -> np.ndarray:
-        return self.pd[:, None] * self.frac
+        if "dmax" not in self.cache:
+            self.cache["dmax"] = self.pd[:, None] * self.frac
+        return self.cache["dmax"]
+
+    def by_site(self, per_ev: np.ndarray) -> np.ndarray:
+        """(n_sites, ...) sums of per-EV rows over each site's EVs."""
+        return site_totals(self.site, per_ev, self.n_sites)
 
     def envelope(self, sites: bool = True) -> tuple[np.ndarray, np.ndarray]:
         key = "envelope" if sites else "envelope/nosite"
@@ -87,8 +95,7 @@ class Problem:
             path = np.maximum(self.e0[:, None], emin)
             prev = np.concatenate([self.e0[:, None], path[:, :-1]], axis=1)
             forced = (path - prev) / (self.etac[:, None] * self.dur[None, :])
-            by_site = np.zeros((self.n_sites, forced.shape[1]))
-            np.add.at(by_site, self.site, forced)
+            by_site = self.by_site(forced)
             bad = np.any(by_site > self.site_imp * (1 + 1e-9) + 1e-9, axis=1)
             limited = bad[self.site]
             emin[limited] = np.minimum(self.lb[limited, None], emax[limited])

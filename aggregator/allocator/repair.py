@@ -45,8 +45,7 @@ def _sub_problem(prob: Problem, idx: np.ndarray, a: int, P: np.ndarray) -> Probl
     b = prob.Tx
     others = np.ones(prob.n, dtype=bool)
     others[idx] = False
-    fixed = np.zeros((prob.n_sites, b - a))
-    np.add.at(fixed, prob.site[others], P[others, a:b])
+    fixed = prob.by_site(np.where(others[:, None], P[:, a:b], 0.0))
     # a site already beyond a limit through its fixed EVs: the block EVs may not add to it
     imp = np.maximum(prob.site_imp[:, a:b] - fixed, 0.0)
     exp = np.maximum(prob.site_exp[:, a:b] + fixed, 0.0)
@@ -66,8 +65,7 @@ def _feasible(prob: Problem, Q: np.ndarray, idx: np.ndarray, tol: float = 1e-6) 
     """Every site within its limits and the re-planned EVs within floor and
     capacity in every interval (a merged-period plan spread back onto the
     intervals could miss either)."""
-    tot = np.zeros((prob.n_sites, prob.Tx))
-    np.add.at(tot, prob.site, Q)
+    tot = prob.by_site(Q)
     scale = tol * (1.0 + np.abs(tot))
     if np.any(tot > prob.site_imp + scale) or np.any(-tot > prob.site_exp + scale):
         return False
@@ -163,8 +161,7 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
             # too many: only the EVs at sites with export headroom in a short
             # interval (the others' sites are at their limits there and could
             # only help by shifting energy between EVs of the same site)
-            tot = np.zeros((prob.n_sites, b - a))
-            np.add.at(tot, prob.site, P[:, a:b])
+            tot = prob.by_site(P[:, a:b])
             is_short = short > 1e-6 * max(1.0, float(np.abs(prob.target[a:b]).max()))
             room = tot[:, is_short] > -prob.site_exp[:, a:b][:, is_short] + 1e-6 * (1.0 + np.abs(tot[:, is_short]))
             # the sites with headroom, fewest EVs first, as many as fit
