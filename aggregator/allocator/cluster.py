@@ -87,11 +87,10 @@ def bin_groups(prob: Problem, max_units: int, uncapped_weight: float | None = No
     H = prob.end[prob.T - 1] if prob.T else 0.0
     k = np.searchsorted(prob.end[: prob.T], prob.dep, side="left")
     cls = np.where(prob.dep <= H, k, prob.T).astype(np.int64)
-    emin, emax = prob.envelope(sites=False)
-    T_last = max(prob.T - 1, 0)
+    emin, emax = prob.own_envelope_at(max(prob.T - 1, 0))
     rate = np.where(prob.pd > 0, prob.pd, np.maximum(prob.pc, 1e-9))
-    spare = (prob.e0 - emin[:, T_last]) * prob.etad / rate
-    room = (emax[:, T_last] - prob.e0) / np.maximum(prob.etac * prob.pc, 1e-9)
+    spare = (prob.e0 - emin) * prob.etad / rate
+    room = (emax - prob.e0) / np.maximum(prob.etac * prob.pc, 1e-9)
     ratio = np.round(4 * prob.pd / np.maximum(prob.pc, 1e-9))
     sub_lab, n_sub = _relabel(cls, prob.site, ratio)
     # EVs behind no export limit get a larger share: when other sites sit at
@@ -166,7 +165,7 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
     event-aware rule inside each group, then covers what is still missing
     fleet-wide."""
     N, Tx, T = prob.n, prob.Tx, prob.T
-    P = np.zeros((N, Tx))
+    P = np.zeros((N, Tx), order="F")   # filled column by column
     e = prob.e0.copy()
     ca = prob.charge_after()
     block_end = np.full(Tx, np.nan)

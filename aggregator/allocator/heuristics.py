@@ -218,7 +218,7 @@ def plan_rule(prob: Problem, rule: str = "greedy", plan_ceilings: bool = True) -
     if rule not in ("greedy", "proportional", "llf"):
         raise ValueError(f"unknown rule {rule!r}")
     N, Tx, T = prob.n, prob.Tx, prob.T
-    P = np.zeros((N, Tx))
+    P = np.zeros((N, Tx), order="F")   # filled column by column
     e = prob.e0.copy()
     ca = prob.charge_after()
     blocks = commitment_blocks(prob)

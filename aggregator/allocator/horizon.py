@@ -99,14 +99,21 @@ class Problem:
             bad = np.any(by_site > self.site_imp * (1 + 1e-9) + 1e-9, axis=1)
             limited = bad[self.site]
             emin[limited] = np.minimum(self.lb[limited, None], emax[limited])
-        return emin, np.maximum(emax, self.lb[:, None])
+        return np.asfortranarray(emin), np.asfortranarray(np.maximum(emax, self.lb[:, None]))
+
+    def own_envelope_at(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(emin, emax) at the end of interval t, each (N,): the column t of
+        ``envelope(sites=False)`` without building the whole (N, Tx) arrays."""
+        emax = np.minimum(self.cap, self.e0 + (self.etac * self.pc) * np.minimum(self.dep, self.end[t]))
+        emin = np.minimum(np.maximum(self.lb, self.need - self.charge_after()[:, t]), emax)
+        return emin, np.maximum(emax, self.lb)
 
     def charge_after(self) -> np.ndarray:
         """(N, Tx) battery kWh that max charging can still add after each interval ends."""
         if "charge_after" in self.cache:
             return self.cache["charge_after"]
         plugged_after = np.maximum(0.0, self.dep[:, None] - self.end[None, :])
-        out = self.etac[:, None] * self.pc[:, None] * plugged_after
+        out = np.asfortranarray(self.etac[:, None] * self.pc[:, None] * plugged_after)
         self.cache["charge_after"] = out
         return out
 
@@ -134,7 +141,9 @@ def build_problem(fleet: FleetArrays, targets: Targets, options: AllocatorOption
     start = end - dur
     Tx = dur.size
 
-    frac = np.clip((fleet.departure_h[:, None] - start[None, :]) / dur[None, :], 0.0, 1.0)
+    # per-EV (N, Tx) arrays are column-major: the plans walk the horizon
+    # interval by interval, reading and writing one column of N at a time
+    frac = np.asfortranarray(np.clip((fleet.departure_h[:, None] - start[None, :]) / dur[None, :], 0.0, 1.0))
 
     committed = ~np.isnan(targets.import_kw)
     site = fleet.site_index()
@@ -212,7 +221,7 @@ def power_band(prob: Problem, t: int, e: np.ndarray, idx: np.ndarray | slice = s
 
 def simulate(prob: Problem, power: np.ndarray) -> np.ndarray:
     """(N, Tx+1) energy at interval boundaries under average powers (N, Tx)."""
-    e = np.empty((prob.n, power.shape[1] + 1))
+    e = np.empty((prob.n, power.shape[1] + 1), order="F")
     e[:, 0] = prob.e0
     for t in range(power.shape[1]):
         e[:, t + 1] = step_energy(e[:, t], power[:, t], prob.dur[t], prob.etac, prob.etad)

@@ -27,21 +27,37 @@ __all__ = ["period_edges", "coarsen", "expand"]
 
 
 def period_edges(prob: Problem, max_hours: float) -> np.ndarray:
-    """(P + 1,) fine-interval indices where the merged periods start (and Tx)."""
+    """(P + 1,) fine-interval indices where the merged periods start (and Tx).
+    Computed once per Problem and length (the cluster LP and the per-EV
+    re-plans use the same grid)."""
+    key = ("period_edges", float(max_hours))
+    if key not in prob.cache:
+        prob.cache[key] = _period_edges(prob, max_hours)
+    return prob.cache[key]
+
+
+def _period_edges(prob: Problem, max_hours: float) -> np.ndarray:
     Tx, T = prob.Tx, prob.T
+    # interval t may join t - 1's period: both uncommitted caller intervals
+    # with the same limits and prices (compared for all t at once)
+    joins = np.zeros(Tx, dtype=bool)
+    if Tx > 1:
+        t = np.arange(1, Tx)
+        free = np.zeros(Tx, dtype=bool)
+        free[:T] = ~prob.committed[:T]
+        joins[1:] = ((t < T) & free[1:] & free[:-1]
+                     & np.all(prob.site_imp[:, 1:] == prob.site_imp[:, :-1], axis=0)
+                     & np.all(prob.site_exp[:, 1:] == prob.site_exp[:, :-1], axis=0)
+                     & np.all(prob.price[:, 1:] == prob.price[:, :-1], axis=0))
     edges = [0]
-    length = prob.dur[0] if Tx else 0.0
+    dur = prob.dur.tolist()
+    length = dur[0] if Tx else 0.0
     for t in range(1, Tx):
-        same = (t < T and not prob.committed[t] and not prob.committed[t - 1]
-                and np.array_equal(prob.site_imp[:, t], prob.site_imp[:, t - 1])
-                and np.array_equal(prob.site_exp[:, t], prob.site_exp[:, t - 1])
-                and np.array_equal(prob.price[:, t], prob.price[:, t - 1])
-                and length + prob.dur[t] <= max_hours + 1e-9)
-        if same:
-            length += prob.dur[t]
+        if joins[t] and length + dur[t] <= max_hours + 1e-9:
+            length += dur[t]
         else:
             edges.append(t)
-            length = prob.dur[t]
+            length = dur[t]
     edges.append(Tx)
     return np.asarray(edges, dtype=np.int64)
 
@@ -57,7 +73,7 @@ def coarsen(prob: Problem, edges: np.ndarray) -> Problem:
     T = int(np.searchsorted(b, prob.T, side="right")) if prob.T else 0
     # duration-weighted mean plugged fraction per period
     fd = np.concatenate([np.zeros((prob.n, 1)), np.cumsum(prob.frac * prob.dur[None, :], axis=1)], axis=1)
-    frac = (fd[:, b] - fd[:, a]) / dur[None, :]
+    frac = np.asfortranarray((fd[:, b] - fd[:, a]) / dur[None, :])
     first = a
     return Problem(
         n=prob.n, T=T, Tx=P, dur=dur, start=start, end=end,
