@@ -10,7 +10,7 @@ from .bound import lowest_import_kw
 from .cluster import aggregate, bin_groups, exact_groups, split_equal, split_plan
 from .fleet import FleetArrays, validity_mask
 from .heuristics import ceiling_blocks, plan_rule
-from .horizon import Problem, build_problem, simulate
+from .horizon import Problem, build_problem, simulate, step_energy
 from .lp import solve_units
 from .repair import repair_blocks
 from .timegrid import coarsen, expand, period_edges
@@ -60,8 +60,13 @@ def _score(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
 
 
 def _score_of(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
-    E = simulate(prob, np.clip(P, -prob.dmax, prob.cmax))
-    dep = float(np.sum(np.maximum(0.0, prob.need - E[:, -1])))
+    # the final energy of the plan within the chargers' limits, interval by
+    # interval (what `simulate` gives in its last column, without the rest)
+    e = prob.e0
+    cmax, dmax = prob.cmax, prob.dmax
+    for t in range(P.shape[1]):
+        e = step_energy(e, np.clip(P[:, t], -dmax[:, t], cmax[:, t]), prob.dur[t], prob.etac, prob.etad)
+    dep = float(np.sum(np.maximum(0.0, prob.need - e)))
     fleet = P[:, : prob.T].sum(axis=0)
     tgt = prob.target
     short = np.where(prob.committed, np.maximum(0.0, fleet - np.nan_to_num(tgt)), 0.0)
@@ -150,12 +155,22 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
     bad_ids = tuple(str(x) for x in fleet.ids[~ok])
     n = len(valid)
 
-    power_all = np.zeros((n_all, T))
-    setpoint_all = np.zeros((n_all, T))
-    dep_short_all = np.zeros(n_all)
-    energy_all = np.tile(fleet.energy_kwh[:, None], (1, T + 1)) if n_all else np.zeros((0, T + 1))
+    def full_fleet(power, setpoint, dep_short, energy):
+        """Per-EV outputs over the caller's whole fleet: the invalid EVs idle
+        (row-major, as the caller indexes them by vehicle)."""
+        if ok.all():
+            return (np.ascontiguousarray(power), np.ascontiguousarray(setpoint), dep_short,
+                    np.ascontiguousarray(energy))
+        out = (np.zeros((n_all, T)), np.zeros((n_all, T)), np.zeros(n_all),
+               np.tile(fleet.energy_kwh[:, None], (1, T + 1)))
+        for full, part in zip(out, (power, setpoint, dep_short, energy)):
+            full[ok] = part
+        return out
+
     target = targets.import_kw
     if n == 0:
+        power_all, setpoint_all, dep_short_all, energy_all = full_fleet(
+            np.zeros((0, T)), np.zeros((0, T)), np.zeros(0), np.zeros((0, T + 1)))
         fleet_kw = np.zeros(T)
         return Plan(power_kw=power_all, fleet_kw=fleet_kw,
                     shortfall_kw=np.where(np.isnan(target), 0.0, np.maximum(0.0, fleet_kw - np.nan_to_num(target))),
@@ -328,10 +343,7 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
         setpoint = np.where(frac > 0, power / np.where(frac > 0, frac, 1.0), 0.0)
     bound = _site_limited_bound(prob, valid, targets.durations_h)
 
-    power_all[ok] = power
-    setpoint_all[ok] = setpoint
-    dep_short_all[ok] = dep_short
-    energy_all[ok] = E[:, : T + 1]
+    power_all, setpoint_all, dep_short_all, energy_all = full_fleet(power, setpoint, dep_short, E[:, : T + 1])
     return Plan(power_kw=power_all, fleet_kw=fleet_kw, shortfall_kw=shortfall,
                 departure_shortfall_kwh=dep_short_all, bound_kw=bound, method=method,
                 build_seconds=build_s, solve_seconds=solve_s, infeasible_ids=bad_ids,

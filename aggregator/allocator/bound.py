@@ -24,7 +24,7 @@ def _per_ev_lowest(e0, cap, lb, need, dep, pc, pd, etac, etad, durations_h) -> n
     end = np.cumsum(dur)
     start = end - dur
     n, T = e0.size, dur.size
-    out = np.empty((n, T))
+    out = np.empty((n, T), order="F")   # written one interval's column at a time
     for t in range(T):  # loop over intervals; each step is O(N) numpy
         a, b = start[t], end[t]
         plugged_before = np.clip(dep, 0.0, a)

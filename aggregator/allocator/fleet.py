@@ -170,12 +170,19 @@ class FleetArrays:
 def site_totals(site: np.ndarray, per_ev: np.ndarray, n_sites: int) -> np.ndarray:
     """(n_sites, T) sums of the (N, T) per-EV rows of every site.
 
-    A sparse (S, N) indicator product: the same sums, in the same order, as
-    ``np.add.at`` on the site index, about 10x faster on large fleets."""
+    A sparse (S, N) indicator product, or for a column-major array one
+    `np.bincount` per column (no transposing copy): the same sums, in the
+    same order, as ``np.add.at`` on the site index, 5-10x faster on large
+    fleets."""
     import scipy.sparse as sp
 
     per_ev = np.asarray(per_ev, dtype=np.float64)
     n = site.size
+    if per_ev.ndim == 2 and not per_ev.flags.c_contiguous and per_ev.flags.f_contiguous:
+        out = np.empty((n_sites, per_ev.shape[1]))
+        for t in range(per_ev.shape[1]):
+            out[:, t] = np.bincount(site, weights=per_ev[:, t], minlength=n_sites)
+        return out
     M = sp.csr_matrix((np.ones(n), (site, np.arange(n))), shape=(n_sites, n))
     out = M @ per_ev.reshape(n, int(np.prod(per_ev.shape[1:], dtype=np.int64)))
     return np.asarray(out).reshape((n_sites,) + per_ev.shape[1:])

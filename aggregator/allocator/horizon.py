@@ -84,7 +84,7 @@ class Problem:
         unless ``sites`` is False (the EV's own departure safety, used to
         describe how much an EV can spare, not as a hard bound).
         """
-        plugged = np.minimum(self.dep[:, None], self.end[None, :])
+        plugged = np.minimum(self.dep[None, :], self.end[:, None]).T   # column-major (N, Tx)
         emax = np.minimum(self.cap[:, None], self.e0[:, None] + (self.etac * self.pc)[:, None] * plugged)
         emin = np.maximum(self.lb[:, None], self.need[:, None] - self.charge_after())
         emin = np.minimum(emin, emax)
@@ -99,7 +99,7 @@ class Problem:
             bad = np.any(by_site > self.site_imp * (1 + 1e-9) + 1e-9, axis=1)
             limited = bad[self.site]
             emin[limited] = np.minimum(self.lb[limited, None], emax[limited])
-        return np.asfortranarray(emin), np.asfortranarray(np.maximum(emax, self.lb[:, None]))
+        return emin, np.maximum(emax, self.lb[:, None])
 
     def own_envelope_at(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """(emin, emax) at the end of interval t, each (N,): the column t of
@@ -112,8 +112,8 @@ class Problem:
         """(N, Tx) battery kWh that max charging can still add after each interval ends."""
         if "charge_after" in self.cache:
             return self.cache["charge_after"]
-        plugged_after = np.maximum(0.0, self.dep[:, None] - self.end[None, :])
-        out = np.asfortranarray(self.etac[:, None] * self.pc[:, None] * plugged_after)
+        plugged_after = np.maximum(0.0, self.dep[None, :] - self.end[:, None]).T   # column-major (N, Tx)
+        out = self.etac[:, None] * self.pc[:, None] * plugged_after
         self.cache["charge_after"] = out
         return out
 
@@ -143,7 +143,7 @@ def build_problem(fleet: FleetArrays, targets: Targets, options: AllocatorOption
 
     # per-EV (N, Tx) arrays are column-major: the plans walk the horizon
     # interval by interval, reading and writing one column of N at a time
-    frac = np.asfortranarray(np.clip((fleet.departure_h[:, None] - start[None, :]) / dur[None, :], 0.0, 1.0))
+    frac = np.clip((fleet.departure_h[None, :] - start[:, None]) / dur[:, None], 0.0, 1.0).T
 
     committed = ~np.isnan(targets.import_kw)
     site = fleet.site_index()

@@ -198,7 +198,7 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
             continue
         power = res.power if lp_sub is sub else expand(sub, edges, np.arange(idx.size), idx.size, res.charge,
                                                        res.discharge)
-        Q = P.copy()
+        Q = P.copy(order="K")   # keeps the plan's column-major layout
         Q[idx, :] = _within_energy(sub, np.clip(power, -sub.dmax, sub.cmax))
         if not _feasible(prob, Q, idx):
             continue

@@ -72,8 +72,10 @@ def coarsen(prob: Problem, edges: np.ndarray) -> Problem:
     start = end - dur
     T = int(np.searchsorted(b, prob.T, side="right")) if prob.T else 0
     # duration-weighted mean plugged fraction per period
-    fd = np.concatenate([np.zeros((prob.n, 1)), np.cumsum(prob.frac * prob.dur[None, :], axis=1)], axis=1)
-    frac = np.asfortranarray((fd[:, b] - fd[:, a]) / dur[None, :])
+    # (running sums over the intervals on the transposed, row-per-interval
+    # array: contiguous rows, the result column-major like every (N, Tx) array)
+    fd = np.concatenate([np.zeros((1, prob.n)), np.cumsum((prob.frac * prob.dur[None, :]).T, axis=0)], axis=0)
+    frac = ((fd[b] - fd[a]) / dur[:, None]).T
     first = a
     return Problem(
         n=prob.n, T=T, Tx=P, dur=dur, start=start, end=end,
