@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fleet import FleetArrays, site_totals, validate_fleet
+from .fleet import FleetArrays, group_totals, validate_fleet
 
 __all__ = ["lowest_import_kw", "deliverable_export_bound_kw", "shortfall_lower_bound_kwh"]
 
@@ -71,7 +71,7 @@ def deliverable_export_bound_kw(fleet: FleetArrays, durations_h: np.ndarray,
         return -lowest_import_kw(valid, dur)
     exp = _site_rows(site_export_limit_kw, valid, dur.size)
     per = lowest_import_kw(valid, dur, per_ev=True)
-    by_site = site_totals(valid.site_index(), per, exp.shape[0])
+    by_site = group_totals(valid.site_index(), per, exp.shape[0])
     return -np.maximum(by_site, -exp).sum(axis=0)
 
 
@@ -161,12 +161,12 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
         room = e_max[:, a] - e_req[:, None]
         x = _window_export(room, h, pc, pd, etac, etad)                                       # (N, A)
         if limited:
-            xs = site_totals(site, x, S)
+            xs = group_totals(site, x, S)
             if imp_limited:
                 # pre-charging before the window is limited by the site's import limit:
                 # x rises by at most 1/eta_c per battery kWh = 1 per grid kWh charged
                 x0 = _window_export(e0[:, None] - e_req[:, None], h, pc, pd, etac, etad)
-                xs0 = site_totals(site, x0, S)
+                xs0 = group_totals(site, x0, S)
                 xs = np.minimum(xs, xs0 + pre_imp[:, a])
             if np.isfinite(site_exp).any():
                 cap_w = np.where(cum_inf[:, [b]] - cum_inf[:, a] > 0, np.inf, cum_x[:, [b]] - cum_x[:, a])   # (S, A) kWh

@@ -18,8 +18,8 @@ split_plan     the event-aware split: interval by interval, every member moves
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
+from .fleet import group_totals
 from .heuristics import LAX, commitment_blocks, enforce_site_limits, event_reduce
 from .horizon import Problem, power_band, step_energy
 from .lp import Units
@@ -114,21 +114,18 @@ def bin_groups(prob: Problem, max_units: int, uncapped_weight: float | None = No
     return _relabel(lab1, b2)
 
 
-def _indicator(labels: np.ndarray, K: int) -> sp.csr_matrix:
-    n = labels.size
-    return sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(K, n))
-
-
 def aggregate(prob: Problem, labels: np.ndarray, K: int) -> Units:
     """Sum members into K LP units."""
     def s(x):
         return np.bincount(labels, weights=x, minlength=K)
-    M = _indicator(labels, K)
-    cmax = np.asarray(M @ prob.cmax)
-    dmax = np.asarray(M @ prob.dmax)
+
+    def per_interval(x):  # (N, Tx) -> (K, Tx)
+        return group_totals(labels, x, K)
+    cmax = per_interval(prob.cmax)
+    dmax = per_interval(prob.dmax)
     # efficiencies weighted by the power actually plugged in, per interval
-    wc = np.asarray(M @ (prob.cmax * prob.etac[:, None]))
-    wd = np.asarray(M @ (prob.dmax * prob.etad[:, None]))
+    wc = per_interval(prob.cmax * prob.etac[:, None])
+    wd = per_interval(prob.dmax * prob.etad[:, None])
     mean_c = (s(prob.etac) / np.maximum(s(np.ones(prob.n)), 1))[:, None]
     mean_d = (s(prob.etad) / np.maximum(s(np.ones(prob.n)), 1))[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -138,7 +135,7 @@ def aggregate(prob: Problem, labels: np.ndarray, K: int) -> Units:
     site[labels] = prob.site
     emin, emax = prob.envelope()
     return Units(e0=s(prob.e0), cap=s(prob.cap), lb=s(prob.lb), need=s(prob.need), cmax=cmax, dmax=dmax,
-                 etac=etac, etad=etad, site=site, e_lo=np.asarray(M @ emin), e_hi=np.asarray(M @ emax))
+                 etac=etac, etad=etad, site=site, e_lo=per_interval(emin), e_hi=per_interval(emax))
 
 
 def split_equal(unit_power: np.ndarray, labels: np.ndarray, K: int) -> np.ndarray:
@@ -183,7 +180,6 @@ def split_plan(prob: Problem, labels: np.ndarray, K: int, unit_power: np.ndarray
     _, grp_of_unit = np.unique(grp_of_unit, return_inverse=True)
     grp_of_unit = grp_of_unit.reshape(-1)
     n_grp = int(grp_of_unit.max(initial=-1)) + 1
-    grp = grp_of_unit[labels]
 
     def want_chg(t, e, lo, hi):  # charging toward the need, as early as allowed
         return np.clip(np.maximum(0.0, prob.need - e) / (prob.etac * prob.dur[t]), lo, hi)

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["FleetArrays", "FleetValidationError", "validate_fleet", "validity_mask", "site_totals", "NUMERIC_FIELDS"]
+__all__ = ["FleetArrays", "FleetValidationError", "validate_fleet", "validity_mask", "group_totals", "NUMERIC_FIELDS"]
 
 #: Numeric per-EV fields, in declaration order.
 NUMERIC_FIELDS = (
@@ -167,25 +167,25 @@ class FleetArrays:
         return cls(ids=np.zeros(0, dtype=object), **{name: z for name in NUMERIC_FIELDS})
 
 
-def site_totals(site: np.ndarray, per_ev: np.ndarray, n_sites: int) -> np.ndarray:
-    """(n_sites, T) sums of the (N, T) per-EV rows of every site.
+def group_totals(group: np.ndarray, per_ev: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups, ...) sums of the per-EV rows (N, ...) of every group (a
+    site, an LP unit).
 
-    A sparse (S, N) indicator product, or for a column-major array one
-    `np.bincount` per column (no transposing copy): the same sums, in the
-    same order, as ``np.add.at`` on the site index, 5-10x faster on large
-    fleets."""
+    A sparse (G, N) indicator product, or for a column-major (N, T) array one
+    `np.bincount` per column (no transposing copy): the same sums, in the same
+    order, as ``np.add.at`` on the group index, 5-10x faster on large fleets."""
     import scipy.sparse as sp
 
     per_ev = np.asarray(per_ev, dtype=np.float64)
-    n = site.size
+    n = group.size
     if per_ev.ndim == 2 and not per_ev.flags.c_contiguous and per_ev.flags.f_contiguous:
-        out = np.empty((n_sites, per_ev.shape[1]))
+        out = np.empty((n_groups, per_ev.shape[1]))
         for t in range(per_ev.shape[1]):
-            out[:, t] = np.bincount(site, weights=per_ev[:, t], minlength=n_sites)
+            out[:, t] = np.bincount(group, weights=per_ev[:, t], minlength=n_groups)
         return out
-    M = sp.csr_matrix((np.ones(n), (site, np.arange(n))), shape=(n_sites, n))
+    M = sp.csr_matrix((np.ones(n), (group, np.arange(n))), shape=(n_groups, n))
     out = M @ per_ev.reshape(n, int(np.prod(per_ev.shape[1:], dtype=np.int64)))
-    return np.asarray(out).reshape((n_sites,) + per_ev.shape[1:])
+    return np.asarray(out).reshape((n_groups,) + per_ev.shape[1:])
 
 
 def _fmt(x: float) -> str:

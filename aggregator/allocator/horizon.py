@@ -5,6 +5,11 @@ caller's T intervals plus coarse tail interval(s) up to the latest departure,
 so that departure needs beyond the caller's horizon are enforced.  Power values
 are interval averages (kW); an EV plugged in for a fraction f of an interval is
 limited to f times its charger limit.
+
+Its per-EV (N, Tx) arrays (plugged fraction, charger limits, envelope,
+charge-after) and the plans built on it are column-major: every method walks
+the horizon interval by interval, so one interval's column of N values is
+contiguous (a strided column cost 7-15x as much at 10,000-100,000 EVs).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fleet import FleetArrays, site_totals
+from .fleet import FleetArrays, group_totals
 from .types import AllocatorOptions, Targets
 
 __all__ = ["Problem", "build_problem", "step_energy", "power_band", "simulate"]
@@ -65,7 +70,7 @@ class Problem:
 
     def by_site(self, per_ev: np.ndarray) -> np.ndarray:
         """(n_sites, ...) sums of per-EV rows over each site's EVs."""
-        return site_totals(self.site, per_ev, self.n_sites)
+        return group_totals(self.site, per_ev, self.n_sites)
 
     def envelope(self, sites: bool = True) -> tuple[np.ndarray, np.ndarray]:
         key = "envelope" if sites else "envelope/nosite"
@@ -141,8 +146,7 @@ def build_problem(fleet: FleetArrays, targets: Targets, options: AllocatorOption
     start = end - dur
     Tx = dur.size
 
-    # per-EV (N, Tx) arrays are column-major: the plans walk the horizon
-    # interval by interval, reading and writing one column of N at a time
+    # column-major (see the module docstring)
     frac = np.clip((fleet.departure_h[None, :] - start[:, None]) / dur[:, None], 0.0, 1.0).T
 
     committed = ~np.isnan(targets.import_kw)

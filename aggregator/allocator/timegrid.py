@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fleet import group_totals
 from .horizon import Problem
 
 __all__ = ["period_edges", "coarsen", "expand"]
@@ -92,11 +93,8 @@ def expand(prob: Problem, edges: np.ndarray, labels: np.ndarray, K: int, charge:
     """(K, Tx) unit powers on the fine intervals from per-period unit charge
     and discharge (K, P): each spread over the period's intervals in
     proportion to the unit's limit there."""
-    import scipy.sparse as sp
-
-    M = sp.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))), shape=(K, labels.size))
-    cmax = np.asarray(M @ prob.cmax)   # (K, Tx)
-    dmax = np.asarray(M @ prob.dmax)
+    cmax = group_totals(labels, prob.cmax, K)   # (K, Tx)
+    dmax = group_totals(labels, prob.dmax, K)
     period = np.repeat(np.arange(edges.size - 1), np.diff(edges))   # fine interval -> period
     out = np.zeros((K, prob.Tx))
     for lim, amount, sign in ((cmax, charge, 1.0), (dmax, discharge, -1.0)):
