@@ -156,11 +156,11 @@ def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = A
     n = len(valid)
 
     def full_fleet(power, setpoint, dep_short, energy):
-        """Per-EV outputs over the caller's whole fleet: the invalid EVs idle
-        (row-major, as the caller indexes them by vehicle)."""
+        """Per-EV outputs over the caller's whole fleet, the invalid EVs idle
+        (column-major like the plans when every EV is valid: the dispatcher
+        reads the first interval's column)."""
         if ok.all():
-            return (np.ascontiguousarray(power), np.ascontiguousarray(setpoint), dep_short,
-                    np.ascontiguousarray(energy))
+            return power, setpoint, dep_short, energy
         out = (np.zeros((n_all, T)), np.zeros((n_all, T)), np.zeros(n_all),
                np.tile(fleet.energy_kwh[:, None], (1, T + 1)))
         for full, part in zip(out, (power, setpoint, dep_short, energy)):
