@@ -98,12 +98,16 @@ class Problem:
             # must charge) has to fit every site's import limit; where it does
             # not, that site's EVs keep only their floor as a hard bound
             path = np.maximum(self.e0[:, None], emin)
-            prev = np.concatenate([self.e0[:, None], path[:, :-1]], axis=1)
+            prev = np.empty_like(path)   # column-major like path (no concatenate)
+            prev[:, 0] = self.e0
+            prev[:, 1:] = path[:, :-1]
             forced = (path - prev) / (self.etac[:, None] * self.dur[None, :])
             by_site = self.by_site(forced)
             bad = np.any(by_site > self.site_imp * (1 + 1e-9) + 1e-9, axis=1)
             limited = bad[self.site]
-            emin[limited] = np.minimum(self.lb[limited, None], emax[limited])
+            if limited.any():
+                # whole columns, not a row selection (strided in column-major)
+                emin = np.where(limited[:, None], np.minimum(self.lb[:, None], emax), emin)
         return emin, np.maximum(emax, self.lb[:, None])
 
     def own_envelope_at(self, t: int) -> tuple[np.ndarray, np.ndarray]:
