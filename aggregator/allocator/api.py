@@ -23,19 +23,23 @@ _TOL = 1e-6
 #: kept the split within 0.01 pp of the unmerged LP at 1,000 EVs x 96 on the
 #: benchmark's event family while cutting the LP from 96 periods to ~23
 MERGE_HOURS = 2.0
-#: a short commitment block whose EVs x LP periods are at most this is
-#: re-planned per EV (repair.py; ~430 EVs on a day-long horizon, ~0.16 s)
+#: a short commitment block whose EVs x LP periods (REPAIR_MERGE_HOURS grid)
+#: are at most this is re-planned per EV (repair.py; ~550 EVs on a day-long
+#: horizon of 18 periods)
 REPAIR_MAX_SIZE = 10_000
 #: the same for the EVs at sites with export headroom when the whole block is
-#: larger (50 EVs behind no site limit x 16-23 periods: 0.04-0.06 s)
+#: larger (50 EVs behind no site limit x 16-18 periods: 0.04-0.06 s)
 REPAIR_SITE_MAX_SIZE = 2_000
 #: ... and for a block falling short of its closed-form bound by more than
 #: 2 % of its committed energy (a poor plan, not an over-commitment:
 #: sites-precharge 10,000 x 96 seed 1, ~1,000 EVs: 4.3 pp -> 0, +1 s)
 REPAIR_POOR_MAX_SIZE = 30_000
 #: longest merged LP period of the per-EV re-plans (the cluster LP keeps
-#: MERGE_HOURS): 4 h halved the ~1,000-EV re-plan of sites-precharge
-#: 10,000 x 96 seed 1 (GLOP 1.3 s -> 0.6 s) at the same plan (0 shortfall)
+#: MERGE_HOURS): 4 h (18 periods instead of 23 on the day-long benchmark
+#: fleets) halved the ~1,000-EV re-plan of sites-precharge 10,000 x 96 seed 1
+#: (GLOP 1.23 -> 0.55 s; seed 2, 391 EVs: 0.18 -> 0.11 s), both still without
+#: shortfall; same plan quality on the event and pre-charge families at 1,000
+#: EVs, seeds 1-10
 REPAIR_MERGE_HOURS = 4.0
 
 
