@@ -81,7 +81,7 @@ def _score_of(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
     if prob.over_kw is not None:
         short = short + np.where(prob.committed, np.maximum(0.0, np.nan_to_num(tgt) - prob.over_kw - fleet), 0.0)
     sk = float(np.sum(short * prob.dur[: prob.T]))
-    cost = prob.wear * float(np.sum(np.abs(P) @ prob.dur))
+    cost = prob.wear * float(np.sum(np.abs(P) * prob.dur[None, :]))
     if prob.has_price:
         cost += float(np.sum(P * prob.price[prob.site] * prob.dur[None, :]))
     scale = 1e-6 * max(1.0, float(np.sum(prob.cap)))
