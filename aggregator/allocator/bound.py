@@ -110,20 +110,61 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
     are applied: a site exports at most its export limit over W, and pre-charges
     before W at most what its import limit lets in (an EV's export over W rises
     by at most one grid kWh per grid kWh charged before it).
+
+    Equals ``shortfall_from_window_exports(window_exports_kwh(fleet, targets),
+    targets)``; the split lets a caller that varies only the commitment values
+    (a level search) pay the O(N T^2) part once.
     """
     valid, _ = validate_fleet(fleet, n_sites=targets.n_sites)
+    if targets.durations_h.size and len(valid) == 0:
+        tgt, dur = targets.import_kw, targets.durations_h
+        return float(np.sum(np.where(np.isnan(tgt), 0.0, np.maximum(0.0, -np.nan_to_num(tgt))) * dur))
+    return shortfall_from_window_exports(window_exports_kwh(valid, targets), targets)
+
+
+def shortfall_from_window_exports(xw: np.ndarray, targets) -> float:
+    """The dynamic program of `shortfall_lower_bound_kwh` over the fleet's window
+    exports ``xw`` (from `window_exports_kwh` for targets committed in the same
+    intervals, with the same durations and site limits); O(T^2)."""
     tgt = targets.import_kw
     dur = targets.durations_h
     T = dur.size
     if T == 0:
         return 0.0
+    cum_t = np.concatenate([[0.0], np.cumsum(np.nan_to_num(tgt) * dur)])
+    best = np.zeros(T + 1)
+    for b in range(1, T + 1):
+        best[b] = best[b - 1]
+        if np.isnan(tgt[b - 1]):
+            continue
+        a = np.arange(_window_start(tgt, b), b)
+        gap = np.maximum(0.0, -xw[a, b] - (cum_t[b] - cum_t[a]))
+        best[b] = max(best[b], float(np.max(best[a] + gap)))
+    return float(best[T])
+
+
+def _window_start(tgt: np.ndarray, b: int) -> int:
+    """First interval of the run of committed intervals that ends at b - 1."""
+    a0 = b - 1
+    while a0 > 0 and not np.isnan(tgt[a0 - 1]):
+        a0 -= 1
+    return a0
+
+
+def window_exports_kwh(fleet: FleetArrays, targets) -> np.ndarray:
+    """(T+1, T+1) most net grid kWh the fleet can export over each window [a, b)
+    of consecutive committed intervals (see `shortfall_lower_bound_kwh`; site
+    limits applied), NaN for the pairs that are no such window.  Depends on the
+    targets only through which intervals are committed, the durations and the
+    site limits -- not on the commitment values.  Invalid vehicles are ignored.
+    """
+    valid, _ = validate_fleet(fleet, n_sites=targets.n_sites)
+    tgt = targets.import_kw
+    dur = targets.durations_h
+    T = dur.size
+    xw = np.full((T + 1, T + 1), np.nan)
     end = np.cumsum(dur)
     start = end - dur
-    cum_t = np.concatenate([[0.0], np.cumsum(np.nan_to_num(tgt) * dur)])
-    n = len(valid)
-    best = np.zeros(T + 1)
-    if n == 0:
-        return float(np.sum(np.where(np.isnan(tgt), 0.0, np.maximum(0.0, -np.nan_to_num(tgt))) * dur))
     e0, cap = valid.energy_kwh, valid.capacity_kwh
     lb = np.minimum(valid.floor_kwh, e0)
     need, dep, pc, pd = valid.need_kwh, valid.departure_h, valid.max_charge_kw, valid.max_discharge_kw
@@ -149,13 +190,9 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
     # (N, T) most energy each EV can hold at the start of each interval
     e_max = np.minimum(cap[:, None], e0[:, None] + (etac * pc)[:, None] * np.minimum(dep[:, None], start[None, :]))
     for b in range(1, T + 1):
-        best[b] = best[b - 1]
         if np.isnan(tgt[b - 1]):
             continue
-        a0 = b - 1
-        while a0 > 0 and not np.isnan(tgt[a0 - 1]):
-            a0 -= 1
-        a = np.arange(a0, b)
+        a = np.arange(_window_start(tgt, b), b)
         e_req = np.maximum(lb, need - etac * pc * np.maximum(0.0, dep - end[b - 1]))       # (N,)
         h = np.clip(np.minimum(dep, end[b - 1])[:, None] - start[None, a], 0.0, None)       # (N, A)
         room = e_max[:, a] - e_req[:, None]
@@ -174,6 +211,5 @@ def shortfall_lower_bound_kwh(fleet: FleetArrays, targets) -> float:
             xsum = xs.sum(axis=0)
         else:
             xsum = x.sum(axis=0)
-        gap = np.maximum(0.0, -xsum - (cum_t[b] - cum_t[a]))
-        best[b] = max(best[b], float(np.max(best[a] + gap)))
-    return float(best[T])
+        xw[a, b] = xsum
+    return xw

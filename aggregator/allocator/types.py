@@ -162,6 +162,8 @@ class AllocatorOptions:
                      greedy plan is returned (method "greedy-fallback").
     wear_cost_per_kwh  throughput cost per grid kWh charged or discharged.
     solver           "glop" (default) or "highs" (bundled with OR-Tools).
+    solver_params    solver-specific parameters handed to the LP solver as is
+                     (e.g. "solver=ipm" for HiGHS's interior point); None = defaults.
     lp_max_evs       "auto" uses the per-EV LP up to this many distinct EVs.
     cluster_bins     (departure, headroom, need) bins per axis for "cluster".
     tail_intervals   max coarse intervals appended after the caller's horizon
@@ -175,6 +177,7 @@ class AllocatorOptions:
     time_budget_s: float = 2.0
     wear_cost_per_kwh: float = 1e-3
     solver: str = "glop"
+    solver_params: str | None = None
     lp_max_evs: int = 200
     cluster_bins: int | None = None
     tail_intervals: int = 2
