@@ -12,7 +12,8 @@ from .fleet import FleetArrays, validity_mask
 from .heuristics import ceiling_blocks, plan_rule
 from .horizon import Problem, build_problem, simulate
 from .lp import solve_units
-from .repair import repair_blocks
+from .exchange import exchange_exports
+from .repair import _feasible, repair_blocks
 from .timegrid import coarsen, expand, period_edges
 from .types import AllocatorOptions, Plan, Targets
 
@@ -107,8 +108,13 @@ def _site_limited_bound(prob: Problem, fleet: FleetArrays, durations: np.ndarray
 def _repair(prob: Problem, P: np.ndarray, budget_s: float) -> tuple[np.ndarray, int]:
     """Short commitment blocks of plan P re-planned per EV (see repair.py), within what
     is left of the time budget (at least 50 ms)."""
-    return repair_blocks(prob, P, _score, REPAIR_MAX_SIZE, max(0.05, budget_s),
-                         site_max_size=REPAIR_SITE_MAX_SIZE, poor_max_size=REPAIR_POOR_MAX_SIZE)
+    P, n_rep = repair_blocks(prob, P, _score, REPAIR_MAX_SIZE, max(0.05, budget_s),
+                             site_max_size=REPAIR_SITE_MAX_SIZE, poor_max_size=REPAIR_POOR_MAX_SIZE)
+    # then what is still short: export moved between intervals and EVs (exchange.py)
+    Q, moves = exchange_exports(prob, P)
+    if moves and _feasible(prob, Q, np.arange(prob.n)) and _score(prob, Q) < _score(prob, P):
+        return Q, n_rep + 1
+    return P, n_rep
 
 
 def allocate(fleet: FleetArrays, targets: Targets, options: AllocatorOptions = AllocatorOptions()) -> Plan:
