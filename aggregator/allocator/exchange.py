@@ -54,6 +54,12 @@ def _share(cap: np.ndarray, site: np.ndarray, site_cap: np.ndarray, amount: floa
     return cap * f[site]
 
 
+def _by_site(prob: Problem, X: np.ndarray) -> np.ndarray:
+    """(S, K) site totals of the (N, K) per-EV columns X."""
+    return np.stack([np.bincount(prob.site, weights=X[:, k], minlength=prob.n_sites) for k in range(X.shape[1])], axis=1) \
+        if X.shape[1] else np.zeros((prob.n_sites, 0))
+
+
 def _recharge_room(prob: Problem, P: np.ndarray, tot: np.ndarray, k0: int, k1: int) -> np.ndarray:
     """(N, k1 - k0) extra charging (kWh) every EV may add in uncommitted
     intervals [k0, k1), all at once within every site's import limit (each
@@ -63,9 +69,7 @@ def _recharge_room(prob: Problem, P: np.ndarray, tot: np.ndarray, k0: int, k1: i
     Pw = P[:, k0:k1]
     room = np.where((Pw >= 0) & free[None, :], np.maximum(0.0, prob.pc[:, None] * prob.frac[:, k0:k1] - Pw), 0.0)
     S = prob.n_sites
-    members = np.zeros((S, prob.n))
-    members[prob.site, np.arange(prob.n)] = 1.0
-    by_site = members @ room
+    by_site = _by_site(prob, room)
     head = np.maximum(0.0, prob.site_imp[:, k0:k1] - tot[:, k0:k1])
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(by_site > head, head / np.where(by_site > 0, by_site, 1.0), 1.0)
@@ -95,9 +99,7 @@ class _State:
     @classmethod
     def of(cls, prob: Problem, P: np.ndarray, b: int, k1: int, E: np.ndarray | None = None) -> "_State":
         E = simulate(prob, P) if E is None else E
-        members = np.zeros((prob.n_sites, prob.n))
-        members[prob.site, np.arange(prob.n)] = 1.0
-        tot = members @ P
+        tot = _by_site(prob, P)
         low_after = np.minimum.accumulate(E[:, ::-1], axis=1)[:, ::-1]
         rech = _recharge_room(prob, P, tot, b, k1) if k1 > b else np.zeros((prob.n, 0))
         return cls(P, E, tot, low_after, rech, b, k1)
