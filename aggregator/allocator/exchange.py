@@ -33,6 +33,7 @@ import numpy as np
 
 from .heuristics import commitment_blocks
 from .horizon import Problem, simulate
+from .repair import block_shortfall_bound_kwh
 
 __all__ = ["exchange_exports"]
 
@@ -126,6 +127,8 @@ def exchange_exports(prob: Problem, P: np.ndarray, time_limit_s: float = 0.05) -
         tgt = prob.target[a:b]
         tol = 1e-6 * max(1.0, float(np.abs(tgt).max()))
         short = st.tot[:, a:b].sum(axis=0) - tgt
+        if float(np.sum(np.maximum(short, 0.0) * prob.dur[a:b])) <= block_shortfall_bound_kwh(prob, a, b) + tol:
+            continue  # over-committed: nothing left to gain (sites-over: 50 ms for nothing)
         for ts in a + np.flatnonzero(short > tol)[np.argsort(-short[short > tol], kind="stable")]:
             span = None
             for te in range(a, b):
