@@ -48,16 +48,16 @@ def ceiling_plan(prob: Problem, a: int, b: int, e: np.ndarray) -> tuple[np.ndarr
     e_end = np.maximum(prob.lb, prob.need - prob.etac * prob.pc * np.maximum(0.0, prob.dep - end_h))
     plugged = np.clip(np.minimum(prob.dep, end_h) - prob.start[a], 0.0, None)
     e_end = np.minimum(e_end, e + prob.etac * prob.pc * plugged)  # reachable work only
-    req, exports, left = _backward(prob, a, b, e, e_end, 0.0, 0.0)
+    req, exports, left, _ = _backward(prob, a, b, e, e_end, 0.0, 0.0, b)
     if left > _EPS:
-        req, exports, left2 = _backward(prob, a, b, e, e_end, left, 0.0)
+        req, exports, left2, crowded_to = _backward(prob, a, b, e, e_end, left, 0.0, b)
         if left2 > _EPS:
-            req, exports, _ = _backward(prob, a, b, e, e_end, left, left2)
+            req, exports, _, _ = _backward(prob, a, b, e, e_end, left, left2, crowded_to)
     return req, exports
 
 
 def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, allowance: float,
-              shift_allowance: float) -> tuple[np.ndarray, np.ndarray, float]:
+              shift_allowance: float, round_trip_to: int) -> tuple[np.ndarray, np.ndarray, float, int]:
     """One backward pass; exports up to `allowance` grid kWh, of which up to
     `shift_allowance` comes from energy recharged in later spare capacity.
     Returns (req, exports, grid kWh of work left undone)."""
@@ -69,6 +69,7 @@ def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, a
     req = np.empty((prob.n, b - a + 1))
     req[:, -1] = e_end
     exports = np.zeros((prob.n, b - a))
+    crowded_to = b
     for t in range(b - 1, a - 1, -1):
         dur = prob.dur[t]
         cmax = prob.pc * prob.frac[:, t]
@@ -77,7 +78,9 @@ def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, a
         excess = float(room.sum()) - ceiling
         y = np.zeros(prob.n)
         z = np.zeros(prob.n)
-        if allowance > _EPS and excess > 0:
+        if excess < 0:
+            crowded_to = t
+        if allowance > _EPS and excess > 0 and (shift_allowance <= _EPS or t < round_trip_to):
             # exports only from EVs that charge no more in the block (no round trips)
             d_room = np.where(work > 0, 0.0, np.minimum(prob.pd * prob.frac[:, t], budget / dur))
             y = time_equalized_reduce(budget, d_rate, d_room, dur, min(excess, allowance / dur))
@@ -100,7 +103,7 @@ def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, a
         work = np.maximum(0.0, work - x * dur)
         exports[:, t - a] = y
         req[:, t - a] = req[:, t - a + 1] - prob.etac * (x + z) * dur + y * dur / prob.etad
-    return req, exports, float(work.sum())
+    return req, exports, float(work.sum()), crowded_to
 
 
 def _fill_in_order(key: np.ndarray, room: np.ndarray, amount: float) -> np.ndarray:
