@@ -52,7 +52,11 @@ def ceiling_plan(prob: Problem, a: int, b: int, e: np.ndarray) -> tuple[np.ndarr
     if left > _EPS:
         req, exports, left2, crowded_to = _backward(prob, a, b, e, e_end, left, 0.0, b)
         if left2 > _EPS:
-            req, exports, _, _ = _backward(prob, a, b, e, e_end, left, left2, crowded_to)
+            req, exports, left3, to3 = _backward(prob, a, b, e, e_end, left, left2, crowded_to)
+            if to3 < crowded_to and left3 > _EPS:
+                retry = _backward(prob, a, b, e, e_end, left, left2, to3)
+                if retry[2] < left3:
+                    req, exports = retry[0], retry[1]
     return req, exports
 
 
