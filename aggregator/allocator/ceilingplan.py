@@ -74,6 +74,7 @@ def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, a
     req[:, -1] = e_end
     exports = np.zeros((prob.n, b - a))
     crowded_to = b
+    export_to = round_trip_to if shift_allowance > _EPS else b
     for t in range(b - 1, a - 1, -1):
         dur = prob.dur[t]
         cmax = prob.pc * prob.frac[:, t]
@@ -84,7 +85,7 @@ def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, a
         z = np.zeros(prob.n)
         if excess < 0:
             crowded_to = t
-        if allowance > _EPS and excess > 0 and (shift_allowance <= _EPS or t < round_trip_to):
+        if allowance > _EPS and excess > 0 and t < export_to:
             # exports only from EVs that charge no more in the block (no round trips)
             d_room = np.where(work > 0, 0.0, np.minimum(prob.pd * prob.frac[:, t], budget / dur))
             y = time_equalized_reduce(budget, d_rate, d_room, dur, min(excess, allowance / dur))
