@@ -19,9 +19,16 @@ from the EVs with the most hours of surplus left.  If work is still undone, a
 third pass also plans round trips: EVs charge in capacity the ceiling leaves
 spare late in the block (after the crowded period) and export that energy
 earlier, where it lets the others charge -- the EVs with the best round-trip
-efficiency first, since that spare capacity is what limits them.  Work that still does not fit is
-left for the block start, where departure safety forces it.  At most three
-passes of O(N log N) numpy per interval.
+efficiency first, since that spare capacity is what limits them.  Round-trip
+exports go only to the crowded period at the block start (before the first
+interval the second pass leaves spare): over a crowded interval later on, an
+export only moves charging out of the spare interval before it, which the
+recharge then fills -- the round trip spent for nothing while the work undone
+at the block start keeps its shortfall.  When the third pass itself opens
+spare capacity earlier in that period, it is re-run with exports before
+that spare only, kept if it leaves less work undone.  Work that still does
+not fit is left for the block start, where departure safety forces it.  At
+most four passes of O(N log N) numpy per interval.
 """
 
 from __future__ import annotations
@@ -52,8 +59,9 @@ def ceiling_plan(prob: Problem, a: int, b: int, e: np.ndarray) -> tuple[np.ndarr
     if left > _EPS:
         req, exports, left2, crowded_to = _backward(prob, a, b, e, e_end, left, 0.0, b)
         if left2 > _EPS:
+            # round trips only where the undone work sits: the leading crowded period
             req, exports, left3, to3 = _backward(prob, a, b, e, e_end, left, left2, crowded_to)
-            if to3 < crowded_to and left3 > _EPS:
+            if to3 < crowded_to and left3 > _EPS:  # its own exports opened spare capacity earlier
                 retry = _backward(prob, a, b, e, e_end, left, left2, to3)
                 if retry[2] < left3:
                     req, exports = retry[0], retry[1]
@@ -63,8 +71,10 @@ def ceiling_plan(prob: Problem, a: int, b: int, e: np.ndarray) -> tuple[np.ndarr
 def _backward(prob: Problem, a: int, b: int, e: np.ndarray, e_end: np.ndarray, allowance: float,
               shift_allowance: float, round_trip_to: int) -> tuple[np.ndarray, np.ndarray, float, int]:
     """One backward pass; exports up to `allowance` grid kWh, of which up to
-    `shift_allowance` comes from energy recharged in later spare capacity.
-    Returns (req, exports, grid kWh of work left undone)."""
+    `shift_allowance` comes from energy recharged in later spare capacity --
+    with a shift allowance, exports only before interval `round_trip_to`.
+    Returns (req, exports, grid kWh of work left undone, the first interval
+    with charging room below its ceiling (b if none))."""
     work = np.maximum(0.0, e_end - e) / prob.etac                    # grid kWh still to charge
     budget = np.maximum(0.0, e - e_end) * prob.etad                   # grid kWh that may be exported
     depth = (np.minimum(e, e_end) - prob.lb) * prob.etad              # more export if recharged later
