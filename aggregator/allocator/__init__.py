@@ -42,7 +42,14 @@ Methods (``AllocatorOptions.method``)
                export headroom in its short intervals (<= 2,000), or up to
                30,000 for a block of at most a quarter of the fleet that
                misses its closed-form bound by > 2 % of its commitment;
-               the re-plan is kept only when it is better.
+               the re-plan is kept only when it is better.  What an export
+               block still misses is then exchanged (exchange.py, <= 50 ms,
+               up to 100,000 EVs x intervals): EVs that can give more in a
+               short interval move export (or charging) there from another
+               interval of the block, and EVs with energy to spare -- or
+               that charge it back after the block -- give what that other
+               interval then misses; kept only when better (skipped for a
+               block already at its closed-form bound).
 
 Objective order: departure energy (hard when feasible) >> commitment shortfall
 >> price >> battery wear >> fairness (identical EVs get identical shares;

@@ -118,3 +118,21 @@ def test_greedy_never_worse_than_the_forward_rule_alone(case):
                                       np.maximum(0.0, forward.sum(axis=0) - np.nan_to_num(tg.import_kw))) * d))
     if _feasible_needs(f):
         assert plan.shortfall_kwh(d) <= fwd_short + 1e-4
+
+
+def test_round_trip_export_relieves_the_crowded_first_hour_not_a_later_one():
+    # 5 kW ceiling for 8 h.  ev-0 leaves after hour 0 needing 10 kWh (5 over
+    # the ceiling); ev-1 holds just its need but stays all day: it can export
+    # 5 kWh and recharge them in the empty last hours; ev-2 needs 12 kWh by
+    # hour 5, more than the ceiling in hour 4 but with room to spare in hour 2.
+    # An export in hour 4 only moves ev-2's charging out of hour 2: the round
+    # trip belongs in hour 0, where the per-EV LP puts it (no shortfall).
+    f = fleet(3, energy_kwh=np.array([20.0, 30.0, 0.0]), need_kwh=np.array([30.0, 30.0, 12.0]), floor_kwh=0.0,
+              departure_h=np.array([1.0, 8.0, 5.0]))
+    tg = Targets.flat(8, 1.0, 5.0)
+    lp = allocate(f, tg, AllocatorOptions(method="lp"))
+    assert lp.shortfall_kwh(tg.durations_h) == pytest.approx(0.0, abs=1e-6)
+    plan = allocate(f, tg, GREEDY)
+    assert plan.shortfall_kwh(tg.durations_h) == pytest.approx(lp.shortfall_kwh(tg.durations_h), abs=1e-6)
+    assert np.all(plan.departure_shortfall_kwh <= 1e-6)
+    assert plan.power_kw[:, 0] == pytest.approx([10.0, -5.0, 0.0], abs=1e-6)
