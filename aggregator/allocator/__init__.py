@@ -41,8 +41,10 @@ Methods (``AllocatorOptions.method``)
                day, after most EVs left), else the EVs at the sites with
                export headroom in its short intervals (<= 2,000), or up to
                30,000 for a block of at most a quarter of the fleet that
-               misses its closed-form bound by > 2 % of its commitment;
-               the re-plan is kept only when it is better.  What an export
+               misses its closed-form bound by > 2 % of its commitment
+               (a larger one: the EVs plugged in during its short intervals
+               and those that can give most in its other intervals, up to
+               10,000); the re-plan is kept only when it is better.  What an export
                block still misses is then exchanged (exchange.py, <= 50 ms,
                up to 100,000 EVs x intervals): EVs that can give more in a
                short interval move export (or charging) there from another
