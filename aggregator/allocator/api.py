@@ -10,10 +10,10 @@ from .bound import lowest_import_kw
 from .cluster import aggregate, bin_groups, exact_groups, split_equal, split_plan
 from .fleet import FleetArrays, validity_mask
 from .heuristics import ceiling_blocks, plan_rule
-from .horizon import Problem, build_problem, simulate, step_energy
+from .horizon import Problem, build_problem, energy_at, simulate
 from .lp import solve_units
 from .exchange import exchange_exports
-from .repair import _feasible, repair_blocks
+from .repair import repair_blocks, within_limits
 from .timegrid import coarsen, expand, period_edges
 from .types import AllocatorOptions, Plan, Targets
 
@@ -73,12 +73,7 @@ def _score(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
 
 
 def _score_of(prob: Problem, P: np.ndarray) -> tuple[float, float, float]:
-    # the final energy of the plan within the chargers' limits, interval by
-    # interval (what `simulate` gives in its last column, without the rest)
-    e = prob.e0
-    cmax, dmax = prob.cmax, prob.dmax
-    for t in range(P.shape[1]):
-        e = step_energy(e, np.clip(P[:, t], -dmax[:, t], cmax[:, t]), prob.dur[t], prob.etac, prob.etad)
+    e = energy_at(prob, P, P.shape[1], within_chargers=True)
     dep = float(np.sum(np.maximum(0.0, prob.need - e)))
     fleet = P[:, : prob.T].sum(axis=0)
     tgt = prob.target
@@ -146,7 +141,7 @@ def _repair(prob: Problem, P: np.ndarray, budget_s: float, exchange: bool = True
     if not exchange:
         return P, n_rep
     Q, moves = exchange_exports(prob, P)
-    if moves and _feasible(prob, Q, np.arange(prob.n)) and _score(prob, Q) < _score(prob, P):
+    if moves and within_limits(prob, Q, np.arange(prob.n)) and _score(prob, Q) < _score(prob, P):
         return Q, n_rep + 1
     return P, n_rep
 

@@ -50,21 +50,15 @@ def _share(cap: np.ndarray, site: np.ndarray, site_cap: np.ndarray, amount: floa
     """Per-EV kWh, 0 <= x <= cap, at most site_cap per site, summing to
     `amount` (which must not exceed what the caps allow), in proportion to
     cap inside a site and to each site's allowance across sites."""
-    by_site = np.minimum(np.bincount(site, weights=cap, minlength=n_sites), site_cap)
+    full = np.bincount(site, weights=cap, minlength=n_sites)
+    by_site = np.minimum(full, site_cap)
     total = float(by_site.sum())
     if total <= _EPS or amount <= 0:
         return np.zeros_like(cap)
     per_site = by_site * min(1.0, amount / total)
-    full = np.bincount(site, weights=cap, minlength=n_sites)
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(full > _EPS, per_site / np.where(full > _EPS, full, 1.0), 0.0)
     return cap * f[site]
-
-
-def _by_site(prob: Problem, X: np.ndarray) -> np.ndarray:
-    """(S, K) site totals of the (N, K) per-EV columns X."""
-    return np.stack([np.bincount(prob.site, weights=X[:, k], minlength=prob.n_sites) for k in range(X.shape[1])], axis=1) \
-        if X.shape[1] else np.zeros((prob.n_sites, 0))
 
 
 def _recharge_room(prob: Problem, P: np.ndarray, tot: np.ndarray, k0: int, k1: int) -> np.ndarray:
@@ -75,12 +69,15 @@ def _recharge_room(prob: Problem, P: np.ndarray, tot: np.ndarray, k0: int, k1: i
     free = (cols >= prob.T) | ~prob.committed[np.minimum(cols, max(prob.T - 1, 0))] if prob.T else np.ones(cols.size, bool)
     Pw = P[:, k0:k1]
     room = np.where((Pw >= 0) & free[None, :], np.maximum(0.0, prob.pc[:, None] * prob.frac[:, k0:k1] - Pw), 0.0)
-    S = prob.n_sites
-    by_site = _by_site(prob, room)
-    head = np.maximum(0.0, prob.site_imp[:, k0:k1] - tot[:, k0:k1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(by_site > head, head / np.where(by_site > 0, by_site, 1.0), 1.0)
+    f = _within_head(prob.by_site(room), np.maximum(0.0, prob.site_imp[:, k0:k1] - tot[:, k0:k1]))
     return room * f[prob.site] * prob.dur[None, k0:k1]
+
+
+def _within_head(by_site: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Per site, the fraction of what its EVs want (`by_site`) that fits its
+    headroom `head`: 1 where it all fits."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(by_site > head, head / np.where(by_site > 0, by_site, 1.0), 1.0)
 
 
 def _fill_early(room_kwh: np.ndarray, amount: np.ndarray) -> np.ndarray:
@@ -106,7 +103,7 @@ class _State:
     @classmethod
     def of(cls, prob: Problem, P: np.ndarray, b: int, k1: int, E: np.ndarray | None = None) -> "_State":
         E = simulate(prob, P) if E is None else E
-        tot = _by_site(prob, P)
+        tot = prob.by_site(P)
         low_after = np.minimum.accumulate(E[:, ::-1], axis=1)[:, ::-1]
         rech = _recharge_room(prob, P, tot, b, k1) if k1 > b else np.zeros((prob.n, 0))
         return cls(P, E, tot, low_after, rech, b, k1)
@@ -126,7 +123,7 @@ def exchange_exports(prob: Problem, P: np.ndarray, time_limit_s: float = 0.05) -
     blocks = commitment_blocks(prob)
     if prob.n * prob.Tx > MAX_SIZE or not any(np.any(prob.target[a:b] < 0) for a, b in blocks):
         return P, 0
-    P = P.copy()
+    P = P.copy(order="K")   # keeps the plan's column-major layout
     floor = np.minimum(prob.lb, prob.e0)
     moves = 0
     for i, (a, b) in enumerate(blocks):
@@ -210,9 +207,7 @@ def _move(prob: Problem, st: _State, span: tuple[np.ndarray, np.ndarray], floor:
     room_e = np.maximum(0.0, np.where(chg_e, prob.pc * prob.frac[:, te] - P[:, te], -P[:, te]) * dur_e)
     # a site's total rises in te by what its shifters take: within its import limit
     imp_head = np.maximum(0.0, prob.site_imp[:, te] - tot[:, te]) * dur_e
-    by_site = np.bincount(site, weights=room_e, minlength=S)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(by_site > imp_head, imp_head / np.where(by_site > 0, by_site, 1.0), 1.0)
+    f = _within_head(np.bincount(site, weights=room_e, minlength=S), imp_head)
     x = np.minimum(np.maximum(x, 0.0), room_e * f[site] / ratio)
     if te < ts:   # energy raised between te and ts: capacity
         x = np.minimum(x, np.maximum(0.0, prob.cap - span[0][:, te]) / bat_s)

@@ -21,7 +21,7 @@ import numpy as np
 from .fleet import FleetArrays, group_totals
 from .types import AllocatorOptions, Targets
 
-__all__ = ["Problem", "build_problem", "step_energy", "power_band", "simulate"]
+__all__ = ["Problem", "build_problem", "step_energy", "power_band", "simulate", "energy_at"]
 
 
 @dataclass
@@ -90,9 +90,7 @@ class Problem:
         describe how much an EV can spare, not as a hard bound).
         """
         plugged = np.minimum(self.dep[None, :], self.end[:, None]).T   # column-major (N, Tx)
-        emax = np.minimum(self.cap[:, None], self.e0[:, None] + (self.etac * self.pc)[:, None] * plugged)
-        emin = np.maximum(self.lb[:, None], self.need[:, None] - self.charge_after())
-        emin = np.minimum(emin, emax)
+        emin, emax = self._own_bounds(plugged, self.charge_after(), lambda x: x[:, None])
         if sites and np.isfinite(self.site_imp).any():
             # the forced charging this envelope implies (every EV idle until it
             # must charge) has to fit every site's import limit; where it does
@@ -113,9 +111,18 @@ class Problem:
     def own_envelope_at(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """(emin, emax) at the end of interval t, each (N,): the column t of
         ``envelope(sites=False)`` without building the whole (N, Tx) arrays."""
-        emax = np.minimum(self.cap, self.e0 + (self.etac * self.pc) * np.minimum(self.dep, self.end[t]))
-        emin = np.minimum(np.maximum(self.lb, self.need - self.charge_after()[:, t]), emax)
+        emin, emax = self._own_bounds(np.minimum(self.dep, self.end[t]), self.charge_after()[:, t], lambda x: x)
         return emin, np.maximum(emax, self.lb)
+
+    def _own_bounds(self, plugged, after, per_ev) -> tuple[np.ndarray, np.ndarray]:
+        """(emin, emax) from the EV's own limits: full-power charging for the
+        `plugged` hours from t = 0 (capacity-capped), and departure safety given
+        the kWh `after` that charging can still add (never above emax).  One
+        interval's column or all of them: `per_ev` shapes the (N,) fields to
+        broadcast against `plugged`."""
+        emax = np.minimum(per_ev(self.cap), per_ev(self.e0) + per_ev(self.etac * self.pc) * plugged)
+        emin = np.minimum(np.maximum(per_ev(self.lb), per_ev(self.need) - after), emax)
+        return emin, emax
 
     def charge_after(self) -> np.ndarray:
         """(N, Tx) battery kWh that max charging can still add after each interval ends."""
@@ -233,4 +240,20 @@ def simulate(prob: Problem, power: np.ndarray) -> np.ndarray:
     e[:, 0] = prob.e0
     for t in range(power.shape[1]):
         e[:, t + 1] = step_energy(e[:, t], power[:, t], prob.dur[t], prob.etac, prob.etad)
+    return e
+
+
+def energy_at(prob: Problem, power: np.ndarray, t_end: int, idx: np.ndarray | slice = slice(None),
+              within_chargers: bool = False) -> np.ndarray:
+    """Energy of EVs `idx` at boundary t_end under the plan `power` (all EVs'
+    rows): the column t_end of `simulate` without building the others.  With
+    ``within_chargers`` each power is first clipped to the chargers' limits
+    (interval by interval: no clipped copy of the whole plan)."""
+    e = prob.e0[idx]
+    etac, etad = prob.etac[idx], prob.etad[idx]
+    for t in range(t_end):
+        p = power[idx, t]
+        if within_chargers:
+            p = np.clip(p, -prob.dmax[idx, t], prob.cmax[idx, t])
+        e = step_energy(e, p, prob.dur[t], etac, etad)
     return e

@@ -39,11 +39,11 @@ import numpy as np
 
 from .bound import _window_export
 from .heuristics import commitment_blocks
-from .horizon import Problem, step_energy
+from .horizon import Problem, energy_at, step_energy
 from .lp import Units, solve_units
 from .timegrid import coarsen, expand, period_edges
 
-__all__ = ["repair_blocks"]
+__all__ = ["repair_blocks", "within_limits"]
 
 
 def _sub_problem(prob: Problem, idx: np.ndarray, a: int, P: np.ndarray) -> Problem:
@@ -68,7 +68,7 @@ def _sub_problem(prob: Problem, idx: np.ndarray, a: int, P: np.ndarray) -> Probl
     )
 
 
-def _feasible(prob: Problem, Q: np.ndarray, idx: np.ndarray, tol: float = 1e-6) -> bool:
+def within_limits(prob: Problem, Q: np.ndarray, idx: np.ndarray, tol: float = 1e-6) -> bool:
     """Every site within its limits and the re-planned EVs within floor and
     capacity in every interval (a merged-period plan spread back onto the
     intervals could miss either)."""
@@ -151,22 +151,13 @@ def _poor_block_evs(prob: Problem, P: np.ndarray, a: int, b: int, short: np.ndar
         lim = poor_lim
     d = prob.dur[a:b]
     room = ((P[idx, a:b] + prob.dmax[idx, a:b]) * d)[:, ~is_short].sum(axis=1)
-    e_end = _energy_at(prob, P, idx, b)
-    e_req = np.maximum(prob.lb[idx], prob.need[idx] - prob.etac[idx] * prob.pc[idx]
-                       * np.maximum(0.0, prob.dep[idx] - prob.end[b - 1]))
+    e_end = energy_at(prob, P, b, idx)
+    e_req = np.maximum(prob.lb[idx], prob.need[idx] - prob.charge_after()[idx, b - 1])
     give = np.minimum(room, np.maximum(e_end - e_req, 0.0) * prob.etad[idx])
     give[tail] = np.inf
     order = np.argsort(-give, kind="stable")[:lim]
     order = order[give[order] > 0]
     return np.sort(idx[order])
-
-
-def _energy_at(prob: Problem, P: np.ndarray, idx: np.ndarray, t_end: int) -> np.ndarray:
-    """Energy of EVs idx at boundary t_end under plan P."""
-    e = prob.e0[idx].copy()
-    for t in range(t_end):
-        e = step_energy(e, P[idx, t], prob.dur[t], prob.etac[idx], prob.etad[idx])
-    return e
 
 
 def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
@@ -255,7 +246,7 @@ def repair_blocks(prob: Problem, P: np.ndarray, score, max_size: int = 10_000,
                                                        res.discharge)
         Q = P.copy(order="K")   # keeps the plan's column-major layout
         Q[idx, :] = _within_energy(sub, np.clip(power, -sub.dmax, sub.cmax))
-        if not _feasible(prob, Q, idx):
+        if not within_limits(prob, Q, idx):
             continue
         sc = score(prob, Q)
         if sc < best:
