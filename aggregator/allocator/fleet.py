@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Mapping, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["FleetArrays", "FleetValidationError", "validate_fleet", "validity_mask", "group_totals", "NUMERIC_FIELDS"]
 
@@ -174,8 +175,6 @@ def group_totals(group: np.ndarray, per_ev: np.ndarray, n_groups: int) -> np.nda
     A sparse (G, N) indicator product, or for a column-major (N, T) array one
     `np.bincount` per column (no transposing copy): the same sums, in the same
     order, as ``np.add.at`` on the group index, 5-10x faster on large fleets."""
-    import scipy.sparse as sp
-
     per_ev = np.asarray(per_ev, dtype=np.float64)
     n = group.size
     if per_ev.ndim == 2 and not per_ev.flags.c_contiguous and per_ev.flags.f_contiguous:
