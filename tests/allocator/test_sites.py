@@ -372,6 +372,50 @@ def test_short_interval_covered_by_an_ev_that_charges_back_after_the_event():
     assert np.all(E >= -1e-9) and np.all(E[:, -1] >= prob.need - 1e-6)   # floor kept, needs met
 
 
+def test_export_moved_inside_a_site_makes_a_donor_for_the_exchange(monkeypatch):
+    """The EV behind no limit ran dry in the event's first hour and falls
+    short in the second, where the other site is derated to no export; that
+    site had headroom in the first hour, but its EV that could give there (A)
+    exports down to its floor in the third hour and the one with energy to
+    spare (G, charged back after the event) exports flat out in the first
+    hour (sites-event 1,000 x 16 seeds 7 and 18 in small).  No two-party
+    exchange helps; once A's third-hour export is moved to G (G charging
+    less there, the site's total unchanged; untangle.py), A can give in the
+    first hour and the exchange covers the second: nothing short, as in the
+    per-EV LP, every limit kept."""
+    import aggregator.allocator.exchange as exchange
+    from aggregator.allocator.horizon import build_problem, simulate
+
+    # A, G at site 0 (export limit 20 / 0 / 0 kW), C behind no limit
+    f = fleet(3, energy_kwh=np.array([10.0, 25.0, 25.0]), capacity_kwh=60.0, floor_kwh=0.0,
+              need_kwh=np.array([0.0, 30.0, 0.0]), departure_h=10.0, max_charge_kw=10.0,
+              max_discharge_kw=np.array([10.0, 5.0, 20.0]), site=np.array([0, 0, 1]))
+    ask = np.array([-20.0, -20.0, 0.0, np.nan])
+    tg = Targets(np.ones(4), ask, site_export_limit_kw=np.array([[20.0, 0.0, 0.0, 20.0], [np.inf] * 4]))
+    prob = build_problem(f, tg, AllocatorOptions())
+    # the rules' kind of plan: A keeps its energy for hour 2, G charges its need there, C runs dry in hour 1
+    P = np.zeros((prob.n, prob.Tx))
+    P[0, :3] = [0.0, 0.0, -10.0]
+    P[1, :3] = [-5.0, 0.0, 10.0]
+    P[2, :3] = [-15.0, -10.0, 0.0]
+
+    def short(Q):
+        return float(np.maximum(0.0, Q[:, :3].sum(axis=0) - ask[:3]).sum())
+
+    assert short(P) == pytest.approx(10.0)
+    monkeypatch.setattr(exchange, "untangle", lambda prob, P, *args: (P, 0.0))
+    assert short(exchange.exchange_exports(prob, P, time_limit_s=1.0)[0]) == pytest.approx(10.0)
+    monkeypatch.undo()
+    Q, moves = exchange.exchange_exports(prob, P, time_limit_s=1.0)
+    lp = allocate(f, tg, AllocatorOptions(method="lp"))
+    assert moves
+    assert short(Q) <= lp.shortfall_kwh(tg.durations_h) + 1e-6 < short(P)
+    tot = np.stack([Q[:2, :4].sum(axis=0), Q[2, :4]])
+    assert np.all(-tot <= tg.site_export_limit_kw + 1e-9)   # every site within its export limit
+    E = simulate(prob, Q)
+    assert np.all(E >= -1e-9) and np.all(E <= 60.0 + 1e-9) and np.all(E[:, -1] >= prob.need - 1e-6)
+
+
 def test_poor_block_too_large_replanned_on_its_end_evs_and_donors(monkeypatch):
     """A pre-charge event at 17-20 h whose block has more EVs than the poor-block
     re-plan takes (sites-precharge 100,000 x 96 seed 1: ~9,700 EVs, 2.8 % short,
